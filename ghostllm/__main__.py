@@ -1,0 +1,5 @@
+import sys
+
+from ghostllm.cli import main
+
+sys.exit(main())

@@ -1,0 +1,65 @@
+"""ghostllm.v1.ChatService: typed gRPC chat and the REST bridge for /v1/chat/completions."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from google.api import httpbody_pb2
+
+from ghostllm.api.relay import json_body, sse_stream
+from ghostllm.api.status import Context, streaming, unary
+from ghostllm.errors import InvalidRequest
+from ghostllm.protocol.chat import chat_chunk_to_proto, chat_completion_to_proto, chat_request_to_openai
+from ghostllm.protocol.common import wants_stream, wants_usage
+from ghostllm.providers.base import Json
+from ghostllm.providers.registry import Registry, Route
+from ghostllm.providers.sse import DONE
+from ghostllm.v1 import chat_pb2, chat_pb2_grpc
+
+
+class ChatService(chat_pb2_grpc.ChatServiceServicer):
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    def _prepare(self, request: chat_pb2.ChatCompletionRequest) -> tuple[Json, Route]:
+        body = chat_request_to_openai(request)
+        route = self.registry.resolve(request.model)
+        if "chat" not in route.model.capabilities:
+            raise InvalidRequest(f"model '{route.model.id}' does not support chat completions", param="model")
+        body["model"] = route.model.upstream
+        return body, route
+
+    @unary
+    async def CreateChatCompletion(
+        self, request: chat_pb2.ChatCompletionRequest, context: Context
+    ) -> chat_pb2.ChatCompletion:
+        body, route = self._prepare(request)
+        data = await route.provider.chat(body)
+        data["model"] = route.model.id
+        return chat_completion_to_proto(data)
+
+    @streaming
+    async def StreamChatCompletion(
+        self, request: chat_pb2.ChatCompletionRequest, context: Context
+    ) -> AsyncIterator[chat_pb2.ChatCompletionChunk]:
+        body, route = self._prepare(request)
+        include_usage = wants_usage(request)
+        async for batch in route.provider.stream_chat(body):
+            for chunk in batch:
+                if chunk is DONE:
+                    return
+                if not include_usage and not chunk.get("choices"):
+                    continue
+                chunk["model"] = route.model.id
+                yield chat_chunk_to_proto(chunk)
+
+    @streaming
+    async def ChatCompletionsHttp(
+        self, request: chat_pb2.ChatCompletionRequest, context: Context
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        body, route = self._prepare(request)
+        if not wants_stream(request):
+            yield json_body(await route.provider.chat(body), route.model.id)
+            return
+        async for message in sse_stream(route.provider.stream_chat(body), route.model.id, wants_usage(request)):
+            yield message

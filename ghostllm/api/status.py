@@ -1,0 +1,78 @@
+"""Turning exceptions into gRPC statuses (and, through Envoy's Lua filter, REST errors).
+
+Every handler is wrapped by `unary` or `streaming`: a GhostError aborts the call
+with its gRPC code plus trailing metadata carrying the HTTP status and the
+OpenAI-shaped body; anything else is logged and becomes a 500. Nothing else in
+the package decides what status a client sees.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, NoReturn, TypeAlias, TypeVar
+
+import grpc
+from grpc import aio
+
+from ghostllm.errors import GhostError, InternalError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Context: TypeAlias = aio.ServicerContext[Any, Any]
+HTTP_STATUS_KEY = "ghostllm-http-status"
+ERROR_BODY_KEY = "ghostllm-error"
+
+
+def as_ghost_error(exc: Exception) -> GhostError:
+    if isinstance(exc, GhostError):
+        return exc
+    log.exception("unhandled error in handler")
+    return InternalError("The server had an error while processing your request.")
+
+
+async def abort(context: Context, err: GhostError) -> NoReturn:
+    metadata: list[tuple[str, str]] = [
+        (HTTP_STATUS_KEY, str(err.http_status)),
+        (ERROR_BODY_KEY, err.to_json()),
+    ]
+    if err.retry_after:
+        metadata.append(("retry-after", err.retry_after))
+    await context.abort(err.grpc_code, err.message, trailing_metadata=tuple(metadata))
+    raise AssertionError("unreachable")  # context.abort always raises
+
+
+def unary(
+    fn: Callable[[Any, Any, Context], Awaitable[T]],
+) -> Callable[[Any, Any, Context], Awaitable[T]]:
+    @functools.wraps(fn)
+    async def wrapper(self: Any, request: Any, context: Context) -> T:
+        try:
+            return await fn(self, request, context)
+        except aio.AbortError:
+            raise
+        except Exception as exc:
+            await abort(context, as_ghost_error(exc))
+
+    return wrapper
+
+
+def streaming(
+    fn: Callable[[Any, Any, Context], AsyncIterator[T]],
+) -> Callable[[Any, Any, Context], AsyncIterator[T]]:
+    @functools.wraps(fn)
+    async def wrapper(self: Any, request: Any, context: Context) -> AsyncIterator[T]:
+        try:
+            async for item in fn(self, request, context):
+                yield item
+        except aio.AbortError:
+            raise
+        except Exception as exc:
+            await abort(context, as_ghost_error(exc))
+
+    return wrapper
+
+
+__all__ = ["ERROR_BODY_KEY", "HTTP_STATUS_KEY", "Context", "abort", "as_ghost_error", "grpc", "streaming", "unary"]

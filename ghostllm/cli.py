@@ -1,0 +1,112 @@
+"""The `ghostllm` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from ghostllm.config import Config, load_config
+from ghostllm.errors import ConfigError
+
+
+def _config(args: argparse.Namespace) -> Config:
+    config = load_config(args.config)
+    if getattr(args, "workers", None):
+        config = replace(config, server=replace(config.server, workers=args.workers))
+    return config
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from ghostllm.server.supervisor import serve
+
+    config = _config(args)
+    logging.basicConfig(level=config.server.log_level, format="%(asctime)s serve %(levelname)s %(message)s")
+    return serve(config, config.source)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from ghostllm.server.worker import run_worker
+
+    run_worker(_config(args), args.port)
+    return 0
+
+
+def _dev_upstream(args: argparse.Namespace) -> int:
+    from ghostllm.devupstream import run
+
+    run(args.host, args.port, chunk_delay=args.chunk_delay_ms / 1000)
+    return 0
+
+
+def _certs(args: argparse.Namespace) -> int:
+    from ghostllm.certs import CertError, make_dev_certs
+
+    try:
+        paths = make_dev_certs(Path(args.out), hosts=args.host or ("localhost", "127.0.0.1", "::1"), force=args.force)
+    except (CertError, ValueError) as exc:
+        print(f"ghostllm certs: {exc}", file=sys.stderr)
+        return 1
+    print(f"CA certificate (trust this in clients): {paths.ca_cert}")
+    print(f"server certificate: {paths.cert}\nserver key:         {paths.key}")
+    print("In ghostllm.yaml:\n  server:\n    tls:")
+    print(f"      cert_file: {paths.cert}\n      key_file: {paths.key}")
+    return 0
+
+
+def _render_envoy(args: argparse.Namespace) -> int:
+    import orjson
+
+    from ghostllm.server.envoy import render_envoy_config
+
+    config = _config(args)
+    ports = [config.server.worker_base_port + i for i in range(config.server.worker_count)]
+    sys.stdout.buffer.write(orjson.dumps(render_envoy_config(config, ports), option=orjson.OPT_INDENT_2) + b"\n")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ghostllm", description="GhostLLM: an enterprise LLM gateway")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", "-c", help="YAML config file (default: $GHOSTLLM_CONFIG or ./ghostllm.yaml)")
+
+    p = sub.add_parser("serve", help="start Envoy and the worker processes")
+    with_config(p)
+    p.add_argument("--workers", type=int, help="worker processes (default: derived from the cores)")
+    p.set_defaults(func=_serve)
+
+    p = sub.add_parser("worker", help="run one worker process (started by serve)")
+    with_config(p)
+    p.add_argument("--port", type=int, required=True)
+    p.set_defaults(func=_worker)
+
+    p = sub.add_parser("dev-upstream", help="run the built-in development upstream (OpenAI wire format)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=11435)
+    p.add_argument("--chunk-delay-ms", type=float, default=0.0, help="pause between streamed chunks")
+    p.set_defaults(func=_dev_upstream)
+
+    p = sub.add_parser("certs", help="make a local CA and a localhost certificate for TLS in development")
+    p.add_argument("--out", default="certs", help="output directory (default: ./certs)")
+    p.add_argument("--host", action="append", help="name or IP for the certificate (repeatable)")
+    p.add_argument("--force", action="store_true", help="replace an existing CA")
+    p.set_defaults(func=_certs)
+
+    p = sub.add_parser("render-envoy", help="print the Envoy configuration serve would use")
+    with_config(p)
+    p.set_defaults(func=_render_envoy)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        print(f"ghostllm: configuration error: {exc}", file=sys.stderr)
+        return 2
+    return code

@@ -1,0 +1,69 @@
+"""Failure scenarios selected by the request's ``model`` value (see the package docstring)."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Kind(Enum):
+    NORMAL = "normal"
+    ERROR = "error"
+    SLOW = "slow"
+    HANG = "hang"
+    RESET = "reset"
+    GARBAGE = "garbage-sse"
+    CUT = "cut-stream"
+    SLOW_CHUNKS = "slow-chunks"
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    kind: Kind
+    status: int = 200
+    delay: float = 0.0
+
+
+NORMAL = Scenario(Kind.NORMAL)
+
+# Names are checked by prefix first so the hot path (an ordinary model name) costs one call.
+_PREFIXES = ("error-", "slow-", "hang", "reset", "garbage-sse", "cut-stream")
+
+# Streams in the slow-chunks scenario carry at least this many content chunks, so a test has
+# time to disconnect or shut down mid-stream.
+SLOW_CHUNKS_MIN_WORDS = 20
+
+
+def scenario_for(model: object) -> Scenario:
+    if not isinstance(model, str) or not model.startswith(_PREFIXES):
+        return NORMAL
+    return _parse(model)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse(model: str) -> Scenario:
+    if model == "hang":
+        return Scenario(Kind.HANG)
+    if model == "reset":
+        return Scenario(Kind.RESET)
+    if model == "garbage-sse":
+        return Scenario(Kind.GARBAGE)
+    if model == "cut-stream":
+        return Scenario(Kind.CUT)
+    if model.startswith("slow-chunks-"):
+        ms = _int_suffix(model, "slow-chunks-")
+        return NORMAL if ms is None else Scenario(Kind.SLOW_CHUNKS, delay=ms / 1000)
+    if model.startswith("slow-"):
+        ms = _int_suffix(model, "slow-")
+        return NORMAL if ms is None else Scenario(Kind.SLOW, delay=ms / 1000)
+    if model.startswith("error-"):
+        status = _int_suffix(model, "error-")
+        if status is not None and 400 <= status <= 599:
+            return Scenario(Kind.ERROR, status=status)
+    return NORMAL
+
+
+def _int_suffix(model: str, prefix: str) -> int | None:
+    tail = model[len(prefix) :]
+    return int(tail) if tail.isdigit() else None

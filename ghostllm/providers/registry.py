@@ -1,0 +1,73 @@
+"""Providers built from configuration, and the catalogue of public model ids.
+
+A public model id (what clients send) resolves to a provider and the name the
+upstream knows the model by. Providers with `discover_models` add what their
+upstream lists at start-up, so a local Ollama's models appear without config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from ghostllm.config import Config, ModelConfig, ProviderConfig
+from ghostllm.errors import GhostError, ModelNotFound
+from ghostllm.providers.base import Provider
+from ghostllm.providers.openai import OpenAIProvider
+
+log = logging.getLogger(__name__)
+
+_ADAPTERS: dict[str, type[Provider]] = {"openai": OpenAIProvider}
+
+
+@dataclass(frozen=True)
+class Route:
+    model: ModelConfig
+    provider: Provider
+
+
+def make_provider(config: ProviderConfig) -> Provider:
+    return _ADAPTERS[config.type](config)
+
+
+class Registry:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.providers: dict[str, Provider] = {p.id: make_provider(p) for p in config.providers}
+        self._routes: dict[str, Route] = {m.id: Route(m, self.providers[m.provider]) for m in config.models}
+        self.created = int(time.time())
+
+    @property
+    def routes(self) -> list[Route]:
+        return list(self._routes.values())
+
+    def resolve(self, model: str) -> Route:
+        route = self._routes.get(model)
+        if route is None:
+            raise ModelNotFound(model)
+        return route
+
+    async def start(self) -> None:
+        for p in self.providers.values():
+            await p.start()
+        await asyncio.gather(*(self._discover(p) for p in self.providers.values() if p.config.discover_models))
+
+    async def _discover(self, provider: Provider) -> None:
+        try:
+            names = await asyncio.wait_for(provider.list_models(), timeout=3.0)
+        except (GhostError, TimeoutError) as exc:
+            log.info("provider %s: model discovery skipped (%s)", provider.id, exc)
+            return
+        for name in names:
+            if name not in self._routes:
+                model = ModelConfig(
+                    id=name,
+                    provider=provider.id,
+                    capabilities=("chat", "streaming", "functions", "completions", "embeddings"),
+                )
+                self._routes[name] = Route(model, provider)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(p.close() for p in self.providers.values()), return_exceptions=True)

@@ -1,0 +1,234 @@
+"""`ghostllm serve`: N worker processes and Envoy, supervised as one unit.
+
+Children run in their own session so a terminal's Ctrl-C reaches only this
+process, which then shuts down in order: workers drain first (Envoy keeps
+relaying their in-flight streams), then Envoy stops. Children also get
+PR_SET_PDEATHSIG, so nothing outlives a supervisor that was killed outright.
+A worker that dies unexpectedly is restarted; Envoy's health checks and retries
+hide the gap from clients.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from ghostllm.config import Config
+from ghostllm.server.envoy import envoy_command, write_envoy_config
+
+log = logging.getLogger("ghostllm.serve")
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _spawn(cmd: list[str], log_file: Path | None = None) -> subprocess.Popen[bytes]:
+    out = open(log_file, "ab") if log_file else None  # noqa: SIM115 - owned by the child for its lifetime
+    try:
+        return subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+    finally:
+        if out:
+            out.close()
+
+
+def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _stop(proc: subprocess.Popen[bytes], sig: int, timeout: float) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        proc.wait()
+
+
+@dataclass
+class Child:
+    name: str
+    cmd: list[str]
+    log_file: Path | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+
+    def start(self) -> None:
+        self.proc = _spawn(self.cmd, self.log_file)
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+@dataclass
+class Supervisor:
+    config: Config
+    config_path: str
+    workers: list[Child] = field(default_factory=list)
+    envoy: Child | None = None
+    dev_upstreams: list[Child] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    _stop_requested: bool = False
+
+    def _start_dev_upstreams(self) -> None:
+        for p in self.config.providers:
+            if not p.dev_upstream:
+                continue
+            url = urlsplit(p.base_url)
+            host, port = url.hostname or "127.0.0.1", url.port or 80
+            if port_open(host, port):
+                self.notes.append(f"provider {p.id}: using the server already answering at {p.base_url}")
+                continue
+            child = Child(
+                f"dev-upstream:{port}",
+                [sys.executable, "-m", "ghostllm.devupstream", "--host", host, "--port", str(port)],
+            )
+            child.start()
+            self.dev_upstreams.append(child)
+            self.notes.append(
+                f"provider {p.id}: nothing answered at {p.base_url}, started the built-in DEVELOPMENT upstream "
+                "there (canned answers, not a real model)"
+            )
+
+    def start(self) -> Path:
+        s = self.config.server
+        run_dir = Path(s.run_dir or tempfile.mkdtemp(prefix="ghostllm-"))
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self._start_dev_upstreams()
+        ports = [s.worker_base_port + i for i in range(s.worker_count)]
+        for port in ports:
+            cmd = [sys.executable, "-m", "ghostllm", "worker", "--port", str(port)]
+            if self.config_path:
+                cmd += ["--config", self.config_path]
+            child = Child(f"worker:{port}", cmd)
+            child.start()
+            self.workers.append(child)
+        envoy_config = write_envoy_config(self.config, ports, run_dir)
+        self.envoy = Child("envoy", envoy_command(self.config, envoy_config, run_dir), run_dir / "envoy.out")
+        self.envoy.start()
+        return run_dir
+
+    def wait_ready(self, timeout: float = 30.0) -> bool:
+        """True once Envoy is live and every worker accepts connections."""
+        deadline = time.monotonic() + timeout
+        admin = f"http://127.0.0.1:{self.config.server.admin_port}/ready"
+        while time.monotonic() < deadline:
+            if self.envoy is None or not self.envoy.running():
+                return False
+            try:
+                with urllib.request.urlopen(admin, timeout=0.5) as resp:
+                    envoy_ok = resp.status == 200
+            except (urllib.error.URLError, OSError):
+                envoy_ok = False
+            ports = [int(w.name.split(":")[1]) for w in self.workers]
+            if envoy_ok and all(port_open("127.0.0.1", p) for p in ports):
+                return True
+            time.sleep(0.05)
+        return False
+
+    def request_stop(self, *_: object) -> None:
+        self._stop_requested = True
+
+    def supervise(self) -> int:
+        """Restart dead workers until asked to stop; returns the exit code."""
+        while not self._stop_requested:
+            if self.envoy is None or not self.envoy.running():
+                log.error("envoy exited unexpectedly; see its log in the run directory")
+                return 1
+            now = time.monotonic()
+            for w in self.workers:
+                if not w.running() and now >= w.next_start:
+                    code = w.proc.returncode if w.proc else None
+                    if w.proc is not None:
+                        log.warning("%s exited with %s; restarting", w.name, code)
+                    w.restarts += 1
+                    w.next_start = now + min(10.0, 0.5 * w.restarts)
+                    w.start()
+            time.sleep(0.1)
+        return 0
+
+    def shutdown(self) -> None:
+        grace = self.config.server.shutdown_grace_s
+        with contextlib.suppress(OSError, urllib.error.URLError):
+            req = urllib.request.Request(
+                f"http://127.0.0.1:{self.config.server.admin_port}/healthcheck/fail", method="POST"
+            )
+            urllib.request.urlopen(req, timeout=1).close()
+        for w in self.workers:
+            if w.running() and w.proc is not None:
+                w.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace + 5
+        for w in self.workers:
+            if w.proc is not None:
+                _stop(w.proc, signal.SIGTERM, max(0.1, deadline - time.monotonic()))
+        if self.envoy and self.envoy.proc:
+            _stop(self.envoy.proc, signal.SIGTERM, 5)
+        for d in self.dev_upstreams:
+            if d.proc:
+                _stop(d.proc, signal.SIGTERM, 5)
+
+
+def describe(config: Config, notes: list[str]) -> str:
+    s = config.server
+    scheme = "https" if s.tls.enabled else "http"
+    host = "localhost" if s.host in ("0.0.0.0", "::") else s.host
+    model = config.models[0].id if config.models else "MODEL"
+    lines = [
+        f"GhostLLM ready: {s.worker_count} worker(s) behind Envoy",
+        f"  REST (OpenAI-compatible): {scheme}://{host}:{s.rest_port}/v1",
+        f"  gRPC:                     {host}:{s.grpc_port}",
+        f"  Envoy admin (loopback):   http://127.0.0.1:{s.admin_port}",
+        *(f"  {n}" for n in notes),
+        "Try:",
+        f"  curl -s {scheme}://{host}:{s.rest_port}/v1/chat/completions -H 'content-type: application/json' \\",
+        f'    -d \'{{"model":"{model}","messages":[{{"role":"user","content":"Hello"}}]}}\'',
+    ]
+    return "\n".join(lines)
+
+
+def serve(config: Config, config_path: str) -> int:
+    sup = Supervisor(config, config_path)
+    signal.signal(signal.SIGTERM, sup.request_stop)
+    signal.signal(signal.SIGINT, sup.request_stop)
+    started = time.monotonic()
+    try:
+        run_dir = sup.start()
+        if not sup.wait_ready():
+            log.error("GhostLLM did not become ready; Envoy log: %s", run_dir / "envoy.out")
+            return 1
+        print(describe(config, sup.notes), flush=True)
+        log.info("ready in %.2fs (run directory %s)", time.monotonic() - started, run_dir)
+        return sup.supervise()
+    finally:
+        log.info("shutting down")
+        sup.shutdown()
