@@ -1,0 +1,118 @@
+"""Native gRPC clients (grpcio) through Envoy: typed RPCs, health and reflection."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from google.protobuf import struct_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from ghostllm.v1 import (
+    chat_pb2,
+    chat_pb2_grpc,
+    completions_pb2,
+    completions_pb2_grpc,
+    embeddings_pb2,
+    embeddings_pb2_grpc,
+    models_pb2,
+    models_pb2_grpc,
+    openai_pb2,
+)
+from tests.support.procs import Stack
+
+
+@pytest.fixture(scope="module")
+def channel(stack: Stack) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(f"127.0.0.1:{stack.grpc_port}") as ch:
+        yield ch
+
+
+def user(text: str) -> openai_pb2.ChatMessage:
+    return openai_pb2.ChatMessage(role="user", content=struct_pb2.Value(string_value=text))
+
+
+def test_unary_chat(channel: grpc.Channel) -> None:
+    stub = chat_pb2_grpc.ChatServiceStub(channel)
+    reply = stub.CreateChatCompletion(chat_pb2.ChatCompletionRequest(model="dev-echo", messages=[user("hi grpc")]))
+    assert reply.model == "dev-echo" and reply.object == "chat.completion"
+    assert reply.choices[0].message.content.endswith("hi grpc")
+    assert reply.choices[0].finish_reason == "stop"
+    assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens > 0
+
+
+def test_streaming_chat(channel: grpc.Channel) -> None:
+    stub = chat_pb2_grpc.ChatServiceStub(channel)
+    req = chat_pb2.ChatCompletionRequest(
+        model="dev-echo", messages=[user("hi grpc")], stream_options=openai_pb2.StreamOptions(include_usage=True)
+    )
+    chunks = list(stub.StreamChatCompletion(req))
+    text = "".join(c.choices[0].delta.content for c in chunks if c.choices)
+    assert text.endswith("hi grpc")
+    assert chunks[-1].usage.completion_tokens > 0 and not chunks[-1].choices
+
+
+def test_streaming_tool_calls(channel: grpc.Channel) -> None:
+    params = struct_pb2.Struct()
+    params.update({"type": "object", "properties": {"city": {"type": "string"}}})
+    tool = openai_pb2.Tool(type="function", function=openai_pb2.FunctionDefinition(name="weather", parameters=params))
+    stub = chat_pb2_grpc.ChatServiceStub(channel)
+    chunks = list(stub.StreamChatCompletion(chat_pb2.ChatCompletionRequest(model="dev-echo", messages=[user("Oslo")], tools=[tool])))
+    args = "".join(tc.function.arguments for c in chunks for ch in c.choices for tc in ch.delta.tool_calls)
+    assert args == '{"city": "Oslo"}' or args.replace(" ", "") == '{"city":"Oslo"}'
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+
+def test_completion_models_embeddings(channel: grpc.Channel) -> None:
+    comp = completions_pb2_grpc.CompletionServiceStub(channel).CreateCompletion(
+        completions_pb2.CompletionRequest(model="dev-echo", prompt=struct_pb2.Value(string_value="hello"))
+    )
+    assert comp.choices[0].text
+    models = models_pb2_grpc.ModelServiceStub(channel).ListModels(models_pb2.ListModelsRequest())
+    assert "dev-echo" in [m.id for m in models.data]
+    emb = embeddings_pb2_grpc.EmbeddingServiceStub(channel).CreateEmbedding(
+        embeddings_pb2.EmbeddingRequest(model="dev-embed", input=struct_pb2.Value(string_value="x"))
+    )
+    assert len(emb.data[0].embedding) == 8
+
+
+@pytest.mark.parametrize(
+    ("model", "code"),
+    [
+        ("nope", grpc.StatusCode.NOT_FOUND),
+        ("error-429", grpc.StatusCode.RESOURCE_EXHAUSTED),
+        ("error-500", grpc.StatusCode.UNAVAILABLE),
+        ("too-slow", grpc.StatusCode.DEADLINE_EXCEEDED),
+    ],
+)
+def test_status_codes(channel: grpc.Channel, model: str, code: grpc.StatusCode) -> None:
+    stub = chat_pb2_grpc.ChatServiceStub(channel)
+    with pytest.raises(grpc.RpcError) as exc:
+        stub.CreateChatCompletion(chat_pb2.ChatCompletionRequest(model=model, messages=[user("x")]))
+    assert exc.value.code() == code  # type: ignore[attr-defined]
+    with pytest.raises(grpc.RpcError) as exc:
+        list(stub.StreamChatCompletion(chat_pb2.ChatCompletionRequest(model=model, messages=[user("x")])))
+    assert exc.value.code() == code  # type: ignore[attr-defined]
+
+
+def test_invalid_argument(channel: grpc.Channel) -> None:
+    stub = chat_pb2_grpc.ChatServiceStub(channel)
+    with pytest.raises(grpc.RpcError) as exc:
+        stub.CreateChatCompletion(chat_pb2.ChatCompletionRequest(model="dev-echo", temperature=9, messages=[user("x")]))
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    assert "temperature" in exc.value.details()  # type: ignore[attr-defined]
+
+
+def test_health(channel: grpc.Channel) -> None:
+    stub = health_pb2_grpc.HealthStub(channel)
+    for service in ("", "ghostllm.v1.ChatService"):
+        assert stub.Check(health_pb2.HealthCheckRequest(service=service)).status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_reflection(channel: grpc.Channel) -> None:
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    responses = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+    names = {s.name for r in responses for s in r.list_services_response.service}
+    assert {"ghostllm.v1.ChatService", "ghostllm.v1.ModelService", "grpc.health.v1.Health"} <= names

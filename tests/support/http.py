@@ -1,0 +1,47 @@
+"""Raw HTTP helpers: the exact bytes the gateway sends, for schema checks."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def events(self) -> list[str]:
+        """The data payloads of an SSE body, in order."""
+        return [line[6:] for line in self.body.decode().split("\n") if line.startswith("data: ")]
+
+
+def request(
+    url: str, body: bytes | dict[str, Any] | None = None, *, method: str | None = None,
+    headers: dict[str, str] | None = None, timeout: float = 30,
+) -> Reply:
+    data = json.dumps(body).encode() if isinstance(body, dict) else body
+    req = urllib.request.Request(url, data=data, method=method or ("POST" if data is not None else "GET"))
+    req.add_header("content-type", "application/json")
+    for k, v in (headers or {}).items():
+        req.add_header(k, v)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return Reply(resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read())
+    except urllib.error.HTTPError as err:
+        return Reply(err.code, {k.lower(): v for k, v in err.headers.items()}, err.read())
+
+
+def upstream_last_request(upstream_url: str) -> Any:
+    return request(upstream_url + "/_dev/stats").json()["last_request"]
+
+
+def upstream_stats(upstream_url: str) -> Any:
+    return request(upstream_url + "/_dev/stats").json()
