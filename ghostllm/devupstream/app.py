@@ -113,14 +113,19 @@ class App:
             return None
         scenario = scenario_for(body.get("model"))
         if scenario.kind is Kind.NORMAL:
-            return self._embed(request, conn, body)
-        return self._scenario(request, conn, body, scenario, lambda: self._embed(request, conn, body))
+            return self._embed(request, conn, body, scenario)
+        return self._scenario(request, conn, body, scenario, lambda: self._embed(request, conn, body, scenario))
 
-    def _embed(self, request: Request, conn: Connection, body: dict[str, Any]) -> Pending:
+    def _embed(self, request: Request, conn: Connection, body: dict[str, Any], scenario: Scenario) -> Pending:
         try:
-            self._json(request, conn, 200, responses.embeddings(body))
+            obj = responses.embeddings(body)
         except BadRequest as exc:
             self._bad_request(request, conn, exc)
+            return None
+        if scenario.kind is Kind.CUT:
+            self._cut_json(request, conn, obj)
+        else:
+            self._json(request, conn, 200, obj)
         return None
 
     def _generate(self, request: Request, conn: Connection, planner: _Planner) -> Pending:

@@ -72,6 +72,7 @@ class Connection(asyncio.Protocol):
         self._headers: list[tuple[bytes, bytes]] = []
         self._body: list[bytes] = []
         self._keep_alive = True
+        self._expect_continue = False
         self._queue: deque[Request] = deque()
         self._task: asyncio.Task[None] | None = None
         self._task_keep_alive = True
@@ -113,15 +114,21 @@ class Connection(asyncio.Protocol):
         self._target = []
         self._headers = []
         self._body = []
+        self._expect_continue = False
 
     def on_url(self, url: bytes) -> None:
         self._target.append(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
+        # curl sends Expect for bodies over 1 KiB and would otherwise stall a second before sending.
+        if len(name) == 6 and name.lower() == b"expect" and value.lower() == b"100-continue":
+            self._expect_continue = True
 
     def on_headers_complete(self) -> None:
         self._keep_alive = self._parser.should_keep_alive()
+        if self._expect_continue:
+            self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         self._body.append(body)

@@ -160,14 +160,12 @@ class Stack:
     def upstream_url(self) -> str:
         return f"http://127.0.0.1:{self.upstream_port}"
 
-    def worker_pids(self) -> list[int]:
-        out = subprocess.run(["pgrep", "-f", f"-c {self.config_path}"], capture_output=True, text=True)
+    def worker_pid(self, index: int) -> int:
+        port = int(self.config["server"]["worker_base_port"]) + index
+        out = subprocess.run(["pgrep", "-f", f"ghostllm worker --port {port} "], capture_output=True, text=True)
         pids = [int(p) for p in out.stdout.split()]
-        return [p for p in pids if "worker" in Path(f"/proc/{p}/cmdline").read_text().replace("\0", " ")]
-
-    @property
-    def config_path(self) -> str:
-        return str(Path(self.config["server"]["run_dir"]).parent / "ghostllm.yaml")
+        assert len(pids) == 1, f"expected one worker on port {port}, found {pids}"
+        return pids[0]
 
 
 def start_stack(config: dict[str, Any], upstream_port: int, tmp: Path) -> Stack:

@@ -1,0 +1,99 @@
+"""Process lifecycle: worker crashes, graceful shutdown, client disconnects."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+
+from tests.support.http import request, upstream_stats
+from tests.support.procs import Stack, stack_config, start_stack, stop
+
+
+@pytest.fixture
+def own_stack(upstream_port: int, tmp_path: Path) -> Iterator[Stack]:
+    s = start_stack(stack_config(upstream_port, tmp_path), upstream_port, tmp_path)
+    try:
+        yield s
+    finally:
+        stop(s.proc)
+
+
+def wait_for(predicate: object, timeout: float = 15.0) -> None:
+    """Poll until true; a deadline for a condition, not a timing assertion."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached")
+
+
+def test_killed_worker_loses_no_request(own_stack: Stack) -> None:
+    url = own_stack.base_url + "/chat/completions"
+    body = {"model": "dev-echo", "messages": [{"role": "user", "content": "hi"}]}
+    statuses: list[int] = []
+    done = threading.Event()
+
+    def load() -> None:
+        for _ in range(150):
+            statuses.append(request(url, body).status)
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads:
+        t.start()
+    wait_for(lambda: len(statuses) >= 50)
+    victim = own_stack.worker_pid(0)
+    os.kill(victim, signal.SIGKILL)
+    for t in threads:
+        t.join()
+    done.set()
+    assert len(statuses) == 600
+    assert set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
+    # The supervisor replaces the dead worker.
+    wait_for(lambda: _alive_other_than(own_stack, victim))
+
+
+def _alive_other_than(stack: Stack, old_pid: int) -> bool:
+    try:
+        return stack.worker_pid(0) != old_pid
+    except AssertionError:
+        return False
+
+
+def test_sigterm_during_stream_completes_it(own_stack: Stack) -> None:
+    client = openai.OpenAI(base_url=own_stack.base_url, api_key="x", max_retries=0)
+    stream = client.chat.completions.create(
+        model="slow-chunks-100", messages=[{"role": "user", "content": "finish me"}], stream=True
+    )
+    first = next(iter(stream))
+    assert first.choices[0].delta.role == "assistant"
+    own_stack.proc.send_signal(signal.SIGTERM)
+    rest = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in rest if c.choices)
+    assert "You said: finish me" in text
+    assert rest[-1].choices[0].finish_reason == "stop"
+    assert own_stack.proc.wait(30) == 0
+
+
+def test_client_disconnect_cancels_upstream(stack: Stack) -> None:
+    request(stack.upstream_url + "/_dev/reset", b"")
+    conn = http.client.HTTPConnection("127.0.0.1", stack.rest_port, timeout=10)
+    body = {"model": "slow-chunks-300", "messages": [{"role": "user", "content": "x"}], "stream": True}
+    conn.request("POST", "/v1/chat/completions", json.dumps(body), {"content-type": "application/json"})
+    resp = conn.getresponse()
+    assert resp.status == 200
+    assert resp.readline().startswith(b"data: ")
+    wait_for(lambda: upstream_stats(stack.upstream_url)["active_streams"] == 1)
+    conn.sock.close()  # type: ignore[union-attr]
+    conn.close()
+    wait_for(lambda: upstream_stats(stack.upstream_url)["cancelled_streams"] == 1)
+    assert upstream_stats(stack.upstream_url)["active_streams"] == 0
