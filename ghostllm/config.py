@@ -49,7 +49,7 @@ class ServerConfig:
     workers: int = 0
     # Each worker gets its own port (Envoy round-robins; SO_REUSEPORT would
     # pin all of Envoy's traffic on one worker). Keep below the ephemeral range.
-    worker_base_port: int = 50100
+    worker_base_port: int = 20100
     max_request_bytes: int = 32 * 1024 * 1024
     request_timeout_s: float = 600.0
     stream_idle_timeout_s: float = 300.0

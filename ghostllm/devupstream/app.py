@@ -57,13 +57,13 @@ class App:
             route = (b"GET", self._model)
         if route is None:
             message = f"Unknown request URL: {request.method.decode()} {path.decode('latin-1')}."
-            self._error(request, conn, 404, responses.error_body(message, "invalid_request_error", None, "not_found"))
+            self._json(request, conn, 404, responses.error_body(message, "invalid_request_error", None, "not_found"))
             return None
         method, handler = route
         if request.method != method:
             message = f"Method {request.method.decode()} not allowed for {path.decode('latin-1')}."
             body = responses.error_body(message, "invalid_request_error", None, "method_not_allowed")
-            self._error(request, conn, 405, body, b"allow: " + method + b"\r\n")
+            self._json(request, conn, 405, body, b"allow: " + method + b"\r\n")
             return None
         return handler(request, conn)
 
@@ -73,9 +73,6 @@ class App:
         rid = b"x-request-id: req_dev_%d\r\n" % next(self._request_ids)
         conn.write(response(status, orjson.dumps(obj), request.keep_alive, headers=rid + headers))
 
-    def _error(self, request: Request, conn: Connection, status: int, body: object, headers: bytes = b"") -> None:
-        self._json(request, conn, status, body, headers)
-
     def _parse(self, request: Request, conn: Connection) -> dict[str, Any] | None:
         try:
             body = orjson.loads(request.body)
@@ -83,7 +80,7 @@ class App:
             body = None
         if isinstance(body, dict):
             return body
-        self._error(request, conn, 400, responses.error_body(_BAD_JSON, "invalid_request_error"))
+        self._json(request, conn, 400, responses.error_body(_BAD_JSON, "invalid_request_error"))
         return None
 
     # /v1 endpoints
@@ -98,7 +95,7 @@ class App:
         if model_id in responses.MODEL_IDS:
             self._json(request, conn, 200, responses.model_object(model_id))
         else:
-            self._error(request, conn, 404, responses.model_not_found(model_id))
+            self._json(request, conn, 404, responses.model_not_found(model_id))
         return None
 
     def _chat(self, request: Request, conn: Connection) -> Pending:
@@ -165,7 +162,7 @@ class App:
 
     def _bad_request(self, request: Request, conn: Connection, exc: BadRequest) -> None:
         body = responses.error_body(exc.message, "invalid_request_error", exc.param, exc.code)
-        self._error(request, conn, 400, body)
+        self._json(request, conn, 400, body)
 
     # scenarios
 
@@ -180,7 +177,7 @@ class App:
         kind = scenario.kind
         if kind is Kind.ERROR:
             extra = b"retry-after: 7\r\n" if scenario.status == 429 else b""
-            self._error(request, conn, scenario.status, responses.simulated_error(scenario.status), extra)
+            self._json(request, conn, scenario.status, responses.simulated_error(scenario.status), extra)
             return None
         if kind is Kind.RESET:
             conn.reset()
@@ -194,12 +191,9 @@ class App:
             if body.get("stream") is True:
                 events = [b"data: " + _GARBAGE + b"\n\n", streaming.DONE]
                 return self._stream(request, conn, events, self.chunk_delay, None)
-            self._json_bytes(request, conn, _GARBAGE)
+            conn.write(response(200, _GARBAGE, request.keep_alive))
             return None
         return normal()
-
-    def _json_bytes(self, request: Request, conn: Connection, raw: bytes) -> None:
-        conn.write(response(200, raw, request.keep_alive))
 
     async def _wait(self, waiting: Coroutine[Any, Any, Any] | asyncio.Future[Any], then: Callable[[], Pending]) -> None:
         try:

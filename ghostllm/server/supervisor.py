@@ -102,10 +102,13 @@ class Supervisor:
 
     def _start_dev_upstreams(self) -> None:
         for p in self.config.providers:
-            if not p.dev_upstream:
-                continue
             url = urlsplit(p.base_url)
-            host, port = url.hostname or "127.0.0.1", url.port or 80
+            host, port = url.hostname or "127.0.0.1", url.port or (443 if url.scheme == "https" else 80)
+            if not p.dev_upstream:
+                if p.discover_models and host in ("127.0.0.1", "localhost", "::1"):
+                    state = "answering: its models are served" if port_open(host, port) else "not answering"
+                    self.notes.append(f"provider {p.id} at {p.base_url}: {state}")
+                continue
             if port_open(host, port):
                 self.notes.append(f"provider {p.id}: using the server already answering at {p.base_url}")
                 continue

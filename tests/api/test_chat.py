@@ -27,7 +27,7 @@ WEATHER_TOOL = {
 
 
 def test_non_streaming(client: openai.OpenAI, stack: Stack) -> None:
-    raw = client.chat.completions.with_raw_response.create(model="dev-echo", messages=HELLO)  # type: ignore[arg-type]
+    raw = client.chat.completions.with_raw_response.create(model="dev-echo", messages=HELLO)
     validate("CreateChatCompletionResponse", json.loads(raw.content))
     assert raw.headers["content-type"] == "application/json"
     assert "grpc-status" not in raw.headers and "grpc-message" not in raw.headers
@@ -42,7 +42,7 @@ def test_non_streaming(client: openai.OpenAI, stack: Stack) -> None:
 
 
 def test_alias_and_upstream_credentials(client: openai.OpenAI, stack: Stack) -> None:
-    completion = client.chat.completions.create(model="gpt-test", messages=HELLO)  # type: ignore[arg-type]
+    completion = client.chat.completions.create(model="gpt-test", messages=HELLO)
     assert completion.model == "gpt-test"
     seen = upstream_last_request(stack.upstream_url)
     assert seen["body"]["model"] == "dev-echo"
@@ -51,8 +51,8 @@ def test_alias_and_upstream_credentials(client: openai.OpenAI, stack: Stack) -> 
 
 
 def test_streaming_matches_non_streaming(client: openai.OpenAI) -> None:
-    full = client.chat.completions.create(model="dev-echo", messages=HELLO)  # type: ignore[arg-type]
-    stream = client.chat.completions.create(model="dev-echo", messages=HELLO, stream=True)  # type: ignore[arg-type]
+    full = client.chat.completions.create(model="dev-echo", messages=HELLO)
+    stream = client.chat.completions.create(model="dev-echo", messages=HELLO, stream=True)
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == full.choices[0].message.content
@@ -78,7 +78,10 @@ def test_stream_wire_format(stack: Stack) -> None:
 def test_stream_include_usage(client: openai.OpenAI, stack: Stack) -> None:
     chunks = list(
         client.chat.completions.create(
-            model="dev-echo", messages=HELLO, stream=True, stream_options={"include_usage": True}  # type: ignore[arg-type]
+            model="dev-echo",
+            messages=HELLO,
+            stream=True,
+            stream_options={"include_usage": True},
         )
     )
     assert chunks[-1].choices == []
@@ -93,27 +96,31 @@ def test_stream_include_usage(client: openai.OpenAI, stack: Stack) -> None:
 
 def test_tool_calls_non_streaming(client: openai.OpenAI, stack: Stack) -> None:
     raw = client.chat.completions.with_raw_response.create(
-        model="dev-echo", messages=[{"role": "user", "content": "Paris"}], tools=[WEATHER_TOOL]  # type: ignore[list-item]
+        model="dev-echo",
+        messages=[{"role": "user", "content": "Paris"}],
+        tools=[WEATHER_TOOL],
     )
     validate("CreateChatCompletionResponse", json.loads(raw.content))
     choice = raw.parse().choices[0]
     assert choice.finish_reason == "tool_calls"
     assert choice.message.tool_calls is not None
     call = choice.message.tool_calls[0]
-    assert call.function.name == "get_weather"  # type: ignore[union-attr]
-    assert json.loads(call.function.arguments)["city"] == "Paris"  # type: ignore[union-attr]
+    assert call.function.name == "get_weather"
+    assert json.loads(call.function.arguments)["city"] == "Paris"
     assert upstream_last_request(stack.upstream_url)["body"]["tools"] == [WEATHER_TOOL]
 
 
 def test_tool_calls_streaming_with_helper(client: openai.OpenAI) -> None:
     with client.chat.completions.stream(
-        model="dev-echo", messages=[{"role": "user", "content": "Paris"}], tools=[WEATHER_TOOL]  # type: ignore[list-item]
+        model="dev-echo",
+        messages=[{"role": "user", "content": "Paris"}],
+        tools=[WEATHER_TOOL],
     ) as stream:
         deltas = [e for e in stream if e.type == "tool_calls.function.arguments.delta"]
         final = stream.get_final_completion()
     assert len(deltas) > 1, "arguments should arrive as several deltas"
-    call = final.choices[0].message.tool_calls[0]  # type: ignore[index]
-    assert json.loads(call.function.arguments) == {"city": "Paris", "days": 1}  # type: ignore[union-attr]
+    call = final.choices[0].message.tool_calls[0]
+    assert json.loads(call.function.arguments) == {"city": "Paris", "days": 1}
     assert final.choices[0].finish_reason == "tool_calls"
 
 
@@ -121,42 +128,84 @@ def test_tool_result_round_trip(client: openai.OpenAI) -> None:
     messages = [
         {"role": "system", "content": "be brief"},
         {"role": "user", "content": "Paris"},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}
-        ]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+                }
+            ],
+        },
         {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
     ]
-    completion = client.chat.completions.create(model="dev-echo", messages=messages, tools=[WEATHER_TOOL])  # type: ignore[arg-type,list-item]
+    completion = client.chat.completions.create(model="dev-echo", messages=messages, tools=[WEATHER_TOOL])
     assert completion.choices[0].message.content == "Tool said: sunny"
 
 
 def test_full_request_surface_reaches_upstream(client: openai.OpenAI, stack: Stack) -> None:
-    schema = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"], "additionalProperties": False}
+    schema = {
+        "type": "object",
+        "properties": {"a": {"type": "string"}},
+        "required": ["a"],
+        "additionalProperties": False,
+    }
     client.chat.completions.create(
         model="dev-echo",
-        messages=[  # type: ignore[list-item]
+        messages=[
             {"role": "system", "content": "sys"},
             {"role": "developer", "content": "dev"},
-            {"role": "user", "content": [
-                {"type": "text", "text": "look"},
-                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA", "detail": "low"}},
-            ]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "look"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA", "detail": "low"}},
+                ],
+            },
         ],
-        temperature=0.5, top_p=0.9, n=2, stop=["x", "y"], seed=42, max_completion_tokens=50, max_tokens=60,
-        presence_penalty=0.1, frequency_penalty=-0.1, logit_bias={"50256": -100}, logprobs=True, top_logprobs=2,
-        user="u-1", metadata={"team": "a"}, parallel_tool_calls=False, tools=[WEATHER_TOOL],  # type: ignore[list-item]
+        temperature=0.5,
+        top_p=0.9,
+        n=2,
+        stop=["x", "y"],
+        seed=42,
+        max_completion_tokens=50,
+        max_tokens=60,
+        presence_penalty=0.1,
+        frequency_penalty=-0.1,
+        logit_bias={"50256": -100},
+        logprobs=True,
+        top_logprobs=2,
+        user="u-1",
+        metadata={"team": "a"},
+        parallel_tool_calls=False,
+        tools=[WEATHER_TOOL],
         tool_choice={"type": "function", "function": {"name": "get_weather"}},
         response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema, "strict": True}},
     )
     body = upstream_last_request(stack.upstream_url)["body"]
     assert body["messages"][2]["content"][1] == {
-        "type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA", "detail": "low"}
+        "type": "image_url",
+        "image_url": {"url": "data:image/png;base64,AAAA", "detail": "low"},
     }
     assert [m["role"] for m in body["messages"]] == ["system", "developer", "user"]
     expected = {
-        "temperature": 0.5, "top_p": 0.9, "n": 2, "stop": ["x", "y"], "seed": 42, "max_completion_tokens": 50,
-        "max_tokens": 60, "presence_penalty": 0.1, "frequency_penalty": -0.1, "logit_bias": {"50256": -100},
-        "logprobs": True, "top_logprobs": 2, "user": "u-1", "metadata": {"team": "a"}, "parallel_tool_calls": False,
+        "temperature": 0.5,
+        "top_p": 0.9,
+        "n": 2,
+        "stop": ["x", "y"],
+        "seed": 42,
+        "max_completion_tokens": 50,
+        "max_tokens": 60,
+        "presence_penalty": 0.1,
+        "frequency_penalty": -0.1,
+        "logit_bias": {"50256": -100},
+        "logprobs": True,
+        "top_logprobs": 2,
+        "user": "u-1",
+        "metadata": {"team": "a"},
+        "parallel_tool_calls": False,
         "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
     }
     assert {k: body[k] for k in expected} == expected
@@ -165,21 +214,21 @@ def test_full_request_surface_reaches_upstream(client: openai.OpenAI, stack: Sta
 
 
 def test_n_choices_and_stop_string(client: openai.OpenAI) -> None:
-    completion = client.chat.completions.create(model="dev-echo", messages=HELLO, n=2, stop="upstream")  # type: ignore[arg-type]
+    completion = client.chat.completions.create(model="dev-echo", messages=HELLO, n=2, stop="upstream")
     assert [c.index for c in completion.choices] == [0, 1]
     assert "upstream" not in (completion.choices[0].message.content or "")
 
 
 def test_max_tokens_length(client: openai.OpenAI) -> None:
-    completion = client.chat.completions.create(model="dev-echo", messages=HELLO, max_tokens=2)  # type: ignore[arg-type]
+    completion = client.chat.completions.create(model="dev-echo", messages=HELLO, max_tokens=2)
     assert completion.choices[0].finish_reason == "length"
 
 
 def test_async_client(aclient: openai.AsyncOpenAI) -> None:
     async def go() -> tuple[str, str]:
         async with aclient:
-            full = await aclient.chat.completions.create(model="dev-echo", messages=HELLO)  # type: ignore[arg-type]
-            stream = await aclient.chat.completions.create(model="dev-echo", messages=HELLO, stream=True)  # type: ignore[arg-type]
+            full = await aclient.chat.completions.create(model="dev-echo", messages=HELLO)
+            stream = await aclient.chat.completions.create(model="dev-echo", messages=HELLO, stream=True)
             text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
             return full.choices[0].message.content or "", text
 

@@ -16,12 +16,19 @@ def test_non_streaming(client: openai.OpenAI, stack: Stack) -> None:
     result = client.completions.create(model="dev-echo", prompt="Say hi", max_tokens=50)
     assert result.object == "text_completion" and result.model == "dev-echo"
     assert result.choices[0].text
-    validate("CreateCompletionResponse", request(stack.base_url + "/completions", {"model": "dev-echo", "prompt": "x"}).json())
+    validate(
+        "CreateCompletionResponse",
+        request(stack.base_url + "/completions", {"model": "dev-echo", "prompt": "x"}).json(),
+    )
 
 
 def test_streaming(client: openai.OpenAI, stack: Stack) -> None:
     full = client.completions.create(model="dev-echo", prompt="Say hi")
-    text = "".join(c.choices[0].text for c in client.completions.create(model="dev-echo", prompt="Say hi", stream=True) if c.choices)
+    text = "".join(
+        c.choices[0].text
+        for c in client.completions.create(model="dev-echo", prompt="Say hi", stream=True)
+        if c.choices
+    )
     assert text == full.choices[0].text
     reply = request(stack.base_url + "/completions", {"model": "dev-echo", "prompt": "x", "stream": True})
     assert reply.headers["content-type"] == "text/event-stream"
@@ -39,4 +46,4 @@ def test_streaming(client: openai.OpenAI, stack: Stack) -> None:
 def test_bad_prompt(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as exc:
         client.completions.create(model="dev-echo", prompt=[])
-    assert exc.value.body["param"] == "prompt"  # type: ignore[index]
+    assert exc.value.body["param"] == "prompt"

@@ -57,7 +57,10 @@ def test_out_of_range(stack: Stack) -> None:
         ({"model": "dev-echo", "messages": [{"role": "tool", "content": "x"}]}, "messages[0].tool_call_id"),
         ({"model": "dev-echo", "messages": HELLO, "stop": ["a", "b", "c", "d", "e"]}, "stop"),
         ({"model": "dev-echo", "messages": HELLO, "tool_choice": "sometimes"}, "tool_choice"),
-        ({"model": "dev-echo", "messages": [{"role": "user", "content": [{"type": "video"}]}]}, "messages[0].content[0]"),
+        (
+            {"model": "dev-echo", "messages": [{"role": "user", "content": [{"type": "video"}]}]},
+            "messages[0].content[0]",
+        ),
     ],
 )
 def test_invalid_request(stack: Stack, body: dict[str, Any], param: str) -> None:
@@ -67,9 +70,11 @@ def test_invalid_request(stack: Stack, body: dict[str, Any], param: str) -> None
 
 def test_unknown_model(client: openai.OpenAI, stack: Stack) -> None:
     with pytest.raises(openai.NotFoundError) as exc:
-        client.chat.completions.create(model="no-such-model", messages=HELLO)  # type: ignore[arg-type]
+        client.chat.completions.create(model="no-such-model", messages=HELLO)
     assert exc.value.status_code == 404
-    check_error(post(stack, {"model": "no-such-model", "messages": HELLO}), 404, "invalid_request_error", "model_not_found")
+    check_error(
+        post(stack, {"model": "no-such-model", "messages": HELLO}), 404, "invalid_request_error", "model_not_found"
+    )
 
 
 def test_unknown_path(stack: Stack) -> None:
@@ -96,9 +101,11 @@ def test_oversize_body_is_413(stack: Stack) -> None:
         ("garbage-sse", 502, openai.InternalServerError),
     ],
 )
-def test_upstream_failures(client: openai.OpenAI, stack: Stack, model: str, status: int, exc_type: type[Exception]) -> None:
+def test_upstream_failures(
+    client: openai.OpenAI, stack: Stack, model: str, status: int, exc_type: type[Exception]
+) -> None:
     with pytest.raises(exc_type) as exc:
-        client.chat.completions.create(model=model, messages=HELLO)  # type: ignore[arg-type]
+        client.chat.completions.create(model=model, messages=HELLO)
     assert getattr(exc.value, "status_code", None) == status
     for stream in (False, True):
         check_error(post(stack, {"model": model, "messages": HELLO, "stream": stream}), status)
@@ -127,5 +134,5 @@ def test_stream_cut_midway_ends_with_error_event(client: openai.OpenAI, stack: S
     validate("ErrorResponse", last)
     assert last["error"]["type"] == "provider_error"
     with pytest.raises(openai.APIError):
-        for _ in client.chat.completions.create(model="cut-stream", messages=HELLO, stream=True):  # type: ignore[arg-type]
+        for _ in client.chat.completions.create(model="cut-stream", messages=HELLO, stream=True):
             pass

@@ -6,10 +6,6 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from google.protobuf import struct_pb2
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-
 from ghostllm.v1 import (
     chat_pb2,
     chat_pb2_grpc,
@@ -21,6 +17,10 @@ from ghostllm.v1 import (
     models_pb2_grpc,
     openai_pb2,
 )
+from google.protobuf import struct_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
 from tests.support.procs import Stack
 
 
@@ -59,7 +59,11 @@ def test_streaming_tool_calls(channel: grpc.Channel) -> None:
     params.update({"type": "object", "properties": {"city": {"type": "string"}}})
     tool = openai_pb2.Tool(type="function", function=openai_pb2.FunctionDefinition(name="weather", parameters=params))
     stub = chat_pb2_grpc.ChatServiceStub(channel)
-    chunks = list(stub.StreamChatCompletion(chat_pb2.ChatCompletionRequest(model="dev-echo", messages=[user("Oslo")], tools=[tool])))
+    chunks = list(
+        stub.StreamChatCompletion(
+            chat_pb2.ChatCompletionRequest(model="dev-echo", messages=[user("Oslo")], tools=[tool])
+        )
+    )
     args = "".join(tc.function.arguments for c in chunks for ch in c.choices for tc in ch.delta.tool_calls)
     assert args == '{"city": "Oslo"}' or args.replace(" ", "") == '{"city":"Oslo"}'
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
@@ -91,24 +95,26 @@ def test_status_codes(channel: grpc.Channel, model: str, code: grpc.StatusCode) 
     stub = chat_pb2_grpc.ChatServiceStub(channel)
     with pytest.raises(grpc.RpcError) as exc:
         stub.CreateChatCompletion(chat_pb2.ChatCompletionRequest(model=model, messages=[user("x")]))
-    assert exc.value.code() == code  # type: ignore[attr-defined]
+    assert exc.value.code() == code
     with pytest.raises(grpc.RpcError) as exc:
         list(stub.StreamChatCompletion(chat_pb2.ChatCompletionRequest(model=model, messages=[user("x")])))
-    assert exc.value.code() == code  # type: ignore[attr-defined]
+    assert exc.value.code() == code
 
 
 def test_invalid_argument(channel: grpc.Channel) -> None:
     stub = chat_pb2_grpc.ChatServiceStub(channel)
     with pytest.raises(grpc.RpcError) as exc:
         stub.CreateChatCompletion(chat_pb2.ChatCompletionRequest(model="dev-echo", temperature=9, messages=[user("x")]))
-    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
-    assert "temperature" in exc.value.details()  # type: ignore[attr-defined]
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "temperature" in exc.value.details()
 
 
 def test_health(channel: grpc.Channel) -> None:
     stub = health_pb2_grpc.HealthStub(channel)
     for service in ("", "ghostllm.v1.ChatService"):
-        assert stub.Check(health_pb2.HealthCheckRequest(service=service)).status == health_pb2.HealthCheckResponse.SERVING
+        assert (
+            stub.Check(health_pb2.HealthCheckRequest(service=service)).status == health_pb2.HealthCheckResponse.SERVING
+        )
 
 
 def test_reflection(channel: grpc.Channel) -> None:

@@ -8,7 +8,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import openai
@@ -27,11 +27,11 @@ def own_stack(upstream_port: int, tmp_path: Path) -> Iterator[Stack]:
         stop(s.proc)
 
 
-def wait_for(predicate: object, timeout: float = 15.0) -> None:
+def wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
     """Poll until true; a deadline for a condition, not a timing assertion."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
+        if predicate():
             return
         time.sleep(0.05)
     raise AssertionError("condition not reached")
@@ -93,7 +93,7 @@ def test_client_disconnect_cancels_upstream(stack: Stack) -> None:
     assert resp.status == 200
     assert resp.readline().startswith(b"data: ")
     wait_for(lambda: upstream_stats(stack.upstream_url)["active_streams"] == 1)
-    conn.sock.close()  # type: ignore[union-attr]
+    conn.sock.close()
     conn.close()
     wait_for(lambda: upstream_stats(stack.upstream_url)["cancelled_streams"] == 1)
     assert upstream_stats(stack.upstream_url)["active_streams"] == 0

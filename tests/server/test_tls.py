@@ -10,10 +10,10 @@ from pathlib import Path
 import grpc
 import openai
 import pytest
+from ghostllm.v1 import chat_pb2, chat_pb2_grpc, openai_pb2
 from google.protobuf import struct_pb2
 
 from ghostllm.certs import make_dev_certs
-from ghostllm.v1 import chat_pb2, chat_pb2_grpc, openai_pb2
 from tests.support.procs import Stack, stack_config, start_stack, stop
 
 
@@ -53,9 +53,10 @@ def test_alpn_offers_h2_and_http11(tls_stack: tuple[Stack, Path]) -> None:
     for offered, expected in ((["h2", "http/1.1"], "h2"), (["http/1.1"], "http/1.1")):
         ctx = ssl.create_default_context(cafile=str(ca))
         ctx.set_alpn_protocols(offered)
-        with socket.create_connection(("127.0.0.1", stack.rest_port)) as raw, ctx.wrap_socket(
-            raw, server_hostname="localhost"
-        ) as tls:
+        with (
+            socket.create_connection(("127.0.0.1", stack.rest_port)) as raw,
+            ctx.wrap_socket(raw, server_hostname="localhost") as tls,
+        ):
             assert tls.selected_alpn_protocol() == expected
 
 

@@ -24,8 +24,12 @@ class Reply:
 
 
 def request(
-    url: str, body: bytes | dict[str, Any] | None = None, *, method: str | None = None,
-    headers: dict[str, str] | None = None, timeout: float = 30,
+    url: str,
+    body: bytes | dict[str, Any] | None = None,
+    *,
+    method: str | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 30,
 ) -> Reply:
     data = json.dumps(body).encode() if isinstance(body, dict) else body
     req = urllib.request.Request(url, data=data, method=method or ("POST" if data is not None else "GET"))

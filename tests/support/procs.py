@@ -59,8 +59,13 @@ def wait_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeout: f
 def start(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     with open(log, "ab") as out:
         return subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT,
-            env={**os.environ, **(env or {})}, start_new_session=True,
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
         )
 
 
@@ -69,10 +74,8 @@ def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: floa
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(sig)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pass
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
@@ -95,8 +98,16 @@ def dev_upstream(tmp: Path, chunk_delay_ms: float = 0.0) -> Iterator[int]:
 
 # Upstream scenario models of the development upstream, served under the same ids.
 SCENARIO_MODELS = (
-    "error-500", "error-503", "error-401", "error-400", "error-429",
-    "garbage-sse", "reset", "cut-stream", "slow-chunks-100", "slow-chunks-300",
+    "error-500",
+    "error-503",
+    "error-401",
+    "error-400",
+    "error-429",
+    "garbage-sse",
+    "reset",
+    "cut-stream",
+    "slow-chunks-100",
+    "slow-chunks-300",
 )
 
 
@@ -121,8 +132,14 @@ def stack_config(upstream_port: int, tmp: Path, *, workers: int = 2, **server: A
             {"id": "dead", "type": "openai", "base_url": f"http://127.0.0.1:{free_port()}/v1", "connect_timeout_s": 1},
         ],
         "models": [
-            {"id": "dev-echo", "provider": "dev", "context_length": 8192, "input_price_per_1m": 1.5,
-             "output_price_per_1m": 2.0, "capabilities": all_caps},
+            {
+                "id": "dev-echo",
+                "provider": "dev",
+                "context_length": 8192,
+                "input_price_per_1m": 1.5,
+                "output_price_per_1m": 2.0,
+                "capabilities": all_caps,
+            },
             {"id": "dev-embed", "provider": "dev", "capabilities": ["embeddings"]},
             {"id": "gpt-test", "provider": "dev", "upstream_model": "dev-echo", "capabilities": all_caps},
             *({"id": m, "provider": "dev", "capabilities": all_caps} for m in SCENARIO_MODELS),
