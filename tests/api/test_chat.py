@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import subprocess
 
 import openai
+import pytest
 
 from tests.support.http import request, upstream_last_request
 from tests.support.openapi import validate
@@ -257,3 +260,31 @@ def test_request_id_generated_and_kept(stack: Stack) -> None:
     assert generated.headers.get("x-request-id")
     kept = request(stack.base_url + "/chat/completions", body, headers={"x-request-id": "req-abc-123"})
     assert kept.headers["x-request-id"] == "req-abc-123"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_http2_rest_has_no_grpc_trailers(stack: Stack, stream: bool) -> None:
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.skip("curl is needed for an HTTP/2 REST client")
+    body = json.dumps({"model": "dev-echo", "messages": HELLO, "stream": stream})
+    out = subprocess.run(
+        [
+            curl,
+            "-sv",
+            "--http2-prior-knowledge",
+            "-H",
+            "content-type: application/json",
+            "-d",
+            body,
+            stack.base_url + "/chat/completions",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    received = [line[2:].lower() for line in out.stderr.splitlines() if line.startswith("< ")]
+    assert received[0].startswith("http/2 200")
+    assert not [h for h in received if h.startswith("grpc-")], received
+    assert "dev-echo" in out.stdout
