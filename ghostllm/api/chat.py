@@ -8,7 +8,6 @@ from google.api import httpbody_pb2
 
 from ghostllm.api.relay import json_body, sse_stream
 from ghostllm.api.status import Context, streaming, unary
-from ghostllm.errors import InvalidRequest
 from ghostllm.protocol.chat import chat_chunk_to_proto, chat_completion_to_proto, chat_request_to_openai
 from ghostllm.protocol.common import wants_stream, wants_usage
 from ghostllm.providers.base import Json
@@ -23,9 +22,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
 
     def _prepare(self, request: chat_pb2.ChatCompletionRequest) -> tuple[Json, Route]:
         body = chat_request_to_openai(request)
-        route = self.registry.resolve(request.model)
-        if "chat" not in route.model.capabilities:
-            raise InvalidRequest(f"model '{route.model.id}' does not support chat completions", param="model")
+        route = self.registry.resolve(request.model, "chat")
         body["model"] = route.model.upstream
         return body, route
 

@@ -8,7 +8,6 @@ from google.api import httpbody_pb2
 
 from ghostllm.api.relay import json_body, sse_stream
 from ghostllm.api.status import Context, streaming, unary
-from ghostllm.errors import InvalidRequest
 from ghostllm.protocol.common import wants_stream, wants_usage
 from ghostllm.protocol.completions import completion_request_to_openai, completion_to_proto
 from ghostllm.providers.base import Json
@@ -22,9 +21,7 @@ class CompletionService(completions_pb2_grpc.CompletionServiceServicer):
 
     def _prepare(self, request: completions_pb2.CompletionRequest) -> tuple[Json, Route]:
         body = completion_request_to_openai(request)
-        route = self.registry.resolve(request.model)
-        if "completions" not in route.model.capabilities:
-            raise InvalidRequest(f"model '{route.model.id}' does not support text completions", param="model")
+        route = self.registry.resolve(request.model, "completions")
         body["model"] = route.model.upstream
         return body, route
 

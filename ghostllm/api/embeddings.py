@@ -6,7 +6,6 @@ from google.api import httpbody_pb2
 
 from ghostllm.api.relay import json_body
 from ghostllm.api.status import Context, unary
-from ghostllm.errors import InvalidRequest
 from ghostllm.protocol.embeddings import embedding_request_to_openai, embedding_response_to_proto
 from ghostllm.providers.base import Json
 from ghostllm.providers.registry import Registry, Route
@@ -19,9 +18,7 @@ class EmbeddingService(embeddings_pb2_grpc.EmbeddingServiceServicer):
 
     def _prepare(self, request: embeddings_pb2.EmbeddingRequest) -> tuple[Json, Route]:
         body = embedding_request_to_openai(request)
-        route = self.registry.resolve(request.model)
-        if "embeddings" not in route.model.capabilities:
-            raise InvalidRequest(f"model '{route.model.id}' does not support embeddings", param="model")
+        route = self.registry.resolve(request.model, "embeddings")
         body["model"] = route.model.upstream
         return body, route
 

@@ -28,6 +28,18 @@ _RANGES: tuple[tuple[str, float, float], ...] = (
 )
 
 
+def is_text_or_tokens(value: Any) -> bool:
+    """A string, or a non-empty list of strings, of token ids, or of non-empty token id lists:
+    what OpenAI accepts as a completion prompt or an embedding input."""
+    if isinstance(value, str):
+        return True
+    if not isinstance(value, list) or not value:
+        return False
+    if all(isinstance(x, str) for x in value) or all(isinstance(x, int) for x in value):
+        return True
+    return all(isinstance(x, list) and x and all(isinstance(t, int) for t in x) for x in value)
+
+
 def require_model(model: str) -> None:
     if not model:
         raise InvalidRequest("you must provide a model parameter", param="model", code="missing_required_parameter")

@@ -5,27 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from ghostllm.errors import InvalidRequest
-from ghostllm.protocol.common import copy_sampling, require_model, usage_to_proto
+from ghostllm.protocol.common import copy_sampling, is_text_or_tokens, require_model, usage_to_proto
 from ghostllm.protocol.values import py_to_struct, value_to_py
 from ghostllm.v1 import completions_pb2
 
 _COMPLETION_RANGES = (("logprobs", 0, 5), ("best_of", 1, 20))
 
 
-def _valid_prompt(prompt: Any) -> bool:
-    if isinstance(prompt, str):
-        return True
-    if not isinstance(prompt, list) or not prompt:
-        return False
-    if all(isinstance(p, str) for p in prompt) or all(isinstance(p, int) for p in prompt):
-        return True
-    return all(isinstance(p, list) and p and all(isinstance(t, int) for t in p) for p in prompt)
-
-
 def completion_request_to_openai(req: completions_pb2.CompletionRequest) -> dict[str, Any]:
     require_model(req.model)
     prompt = value_to_py(req.prompt) if req.HasField("prompt") else None
-    if prompt is None or not _valid_prompt(prompt):
+    if not is_text_or_tokens(prompt):
         raise InvalidRequest(
             "prompt must be a string, a list of strings, a list of token ids or a list of token id lists",
             param="prompt",

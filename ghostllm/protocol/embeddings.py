@@ -7,27 +7,17 @@ import struct
 from typing import Any
 
 from ghostllm.errors import InvalidRequest, ProviderError
-from ghostllm.protocol.common import require_model
+from ghostllm.protocol.common import is_text_or_tokens, require_model
 from ghostllm.protocol.values import value_to_py
 from ghostllm.v1 import embeddings_pb2
 
 ENCODINGS = ("float", "base64")
 
 
-def _valid_input(data: Any) -> bool:
-    if isinstance(data, str):
-        return True
-    if not isinstance(data, list) or not data:
-        return False
-    if all(isinstance(x, str) for x in data) or all(isinstance(x, int) for x in data):
-        return True
-    return all(isinstance(x, list) and x and all(isinstance(t, int) for t in x) for x in data)
-
-
 def embedding_request_to_openai(req: embeddings_pb2.EmbeddingRequest) -> dict[str, Any]:
     require_model(req.model)
     data = value_to_py(req.input) if req.HasField("input") else None
-    if data is None or not _valid_input(data):
+    if not is_text_or_tokens(data):
         raise InvalidRequest(
             "input must be a non-empty string, list of strings, list of token ids or list of token id lists",
             param="input",

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 
 from ghostllm.config import Config, ModelConfig, ProviderConfig
-from ghostllm.errors import GhostError, ModelNotFound
+from ghostllm.errors import GhostError, InvalidRequest, ModelNotFound
 from ghostllm.providers.base import Provider
 from ghostllm.providers.openai import OpenAIProvider
 
@@ -43,10 +43,13 @@ class Registry:
     def routes(self) -> list[Route]:
         return list(self._routes.values())
 
-    def resolve(self, model: str) -> Route:
+    def resolve(self, model: str, capability: str | None = None) -> Route:
+        """The route for a public model id, which must offer `capability` when given."""
         route = self._routes.get(model)
         if route is None:
             raise ModelNotFound(model)
+        if capability is not None and capability not in route.model.capabilities:
+            raise InvalidRequest(f"model '{model}' does not support {capability}", param="model")
         return route
 
     async def start(self) -> None:

@@ -52,6 +52,7 @@ def test_out_of_range(stack: Stack) -> None:
     ("body", "param"),
     [
         ({"messages": HELLO}, "model"),
+        ({"model": "dev-embed", "messages": HELLO}, "model"),  # an embeddings-only model
         ({"model": "dev-echo", "messages": []}, "messages"),
         ({"model": "dev-echo", "messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role"),
         ({"model": "dev-echo", "messages": [{"role": "tool", "content": "x"}]}, "messages[0].tool_call_id"),
