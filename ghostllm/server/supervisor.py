@@ -215,6 +215,11 @@ def describe(config: Config, notes: list[str]) -> str:
         "Try:",
         f"  curl -s {scheme}://{host}:{s.rest_port}/v1/chat/completions -H 'content-type: application/json' \\",
         f'    -d \'{{"model":"{model}","messages":[{{"role":"user","content":"Hello"}}]}}\'',
+        "  python -c 'from openai import OpenAI; c = OpenAI(base_url=\""
+        + f"{scheme}://{host}:{s.rest_port}/v1"
+        + '", api_key="x"); print(c.chat.completions.create(model="'
+        + model
+        + '", messages=[{"role": "user", "content": "Hello"}]).choices[0].message.content)\'',
     ]
     return "\n".join(lines)
 
