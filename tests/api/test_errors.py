@@ -137,3 +137,8 @@ def test_stream_cut_midway_ends_with_error_event(client: openai.OpenAI, stack: S
     with pytest.raises(openai.APIError):
         for _ in client.chat.completions.create(model="cut-stream", messages=HELLO, stream=True):
             pass
+
+
+def test_non_ascii_in_error_message(stack: Stack) -> None:
+    err = check_error(post(stack, {"model": "modèle-ü 模型", "messages": HELLO}), 404, code="model_not_found")
+    assert "modèle-ü 模型" in err["message"]
