@@ -1,0 +1,414 @@
+"""``python -m bench``: benchmark GhostLLM against its dev upstream and print a report.
+
+A benchmark, not a test: it asserts nothing and exits 0 unless the stack cannot start
+(1) or it is interrupted (130). Every process it starts is stopped on the way out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import cpu, report
+from bench.procs import PACED_MODEL, Stack, Upstream, dev_upstream, stack_config, start_stack
+from bench.report import ratio, section, table
+from bench.streaming import StreamResult, run_streams
+from bench.wrk import WrkResult, run_wrk
+
+# The paced upstream's pause between chunks: ~50 tokens/s per stream, like a fast hosted model.
+CHUNK_DELAY_MS = 20.0
+STREAMS = 32
+LATENCY_CLIENTS = (1, 16, 64)
+
+
+@dataclass(frozen=True)
+class Durations:
+    warmup_s: float
+    throughput_s: float
+    latency_s: float
+    stream_warmup_s: float
+    stream_s: float
+
+
+FULL = Durations(warmup_s=2, throughput_s=8, latency_s=5, stream_warmup_s=1, stream_s=8)
+QUICK = Durations(warmup_s=1, throughput_s=3, latency_s=2, stream_warmup_s=0.5, stream_s=3)
+
+
+def _wrk_json(r: WrkResult) -> dict[str, Any]:
+    return dataclasses.asdict(r)
+
+
+# ---------------------------------------------------------------- part 1
+
+
+def _main_thread_cores(name: str, main_thread_s: dict[str, float], wall_s: float) -> float | None:
+    """A Python process's event-loop thread; Envoy's main thread does no proxying, so none for it."""
+    if name == "envoy" or name not in main_thread_s or wall_s <= 0:
+        return None
+    return main_thread_s[name] / wall_s
+
+
+def throughput(stack: Stack, fast: Upstream, d: Durations) -> dict[str, Any]:
+    gw_names = list(stack.gateway_pids)
+    gw_watch = {**stack.gateway_pids, "upstream": fast.pid}
+    up_watch = {"upstream": fast.pid}
+    runs: dict[str, WrkResult] = {}
+    for target, url, watch in (("direct", fast.url, up_watch), ("gateway", stack.url, gw_watch)):
+        run_wrk(url, threads=2, connections=32, duration_s=d.warmup_s)
+        runs[target] = run_wrk(url, threads=2, connections=32, duration_s=d.throughput_s, watch=watch)
+    direct, gw = runs["direct"], runs["gateway"]
+    rss = cpu.all_rss_mb({**stack.gateway_pids, "upstream": fast.pid})
+
+    rows: list[list[report.Cell]] = [
+        [
+            "direct",
+            direct.rps,
+            direct.p50_ms,
+            direct.p99_ms,
+            direct.error_count,
+            direct.cpu_per_request_ms(["upstream"]),
+            "upstream",
+            direct.machine_busy_pct,
+        ],
+        [
+            "gateway",
+            gw.rps,
+            gw.p50_ms,
+            gw.p99_ms,
+            gw.error_count,
+            gw.cpu_per_request_ms(gw_names),
+            "envoy+workers",
+            gw.machine_busy_pct,
+        ],
+        [
+            "ratio gw/direct",
+            ratio(gw.rps, direct.rps),
+            ratio(gw.p50_ms, direct.p50_ms),
+            ratio(gw.p99_ms, direct.p99_ms),
+            None,
+            None,
+            None,
+            None,
+        ],
+    ]
+    section(
+        table(
+            f"1. non-streaming throughput  (wrk -t2 -c32 -d{d.throughput_s:g}s after {d.warmup_s:g}s warm-up, "
+            "POST /v1/chat/completions)",
+            ["target", "req/s", "p50 ms", "p99 ms", "errors", "CPU/req ms", "of", "machine busy %"],
+            rows,
+        )
+    )
+    breakdown: list[list[report.Cell]] = [
+        [
+            name,
+            gw.cpu_per_request_ms([name]),
+            gw.cpu_s.get(name, 0.0) / gw.duration_s,
+            _main_thread_cores(name, gw.main_thread_s, gw.duration_s),
+            rss.get(name, float("nan")),
+        ]
+        for name in [*gw_names, "upstream"]
+    ]
+    section(
+        table(
+            "   gateway run, per process  (upstream shown for context; RSS after the run)",
+            ["process", "CPU/req ms", "cores busy", "of which main thread", "RSS MB"],
+            breakdown,
+        )
+    )
+    return {
+        "direct": _wrk_json(direct),
+        "gateway": _wrk_json(gw),
+        "direct_upstream_cpu_per_request_ms": direct.cpu_per_request_ms(["upstream"]),
+        "gateway_cpu_per_request_ms": gw.cpu_per_request_ms(gw_names),
+        "gateway_cpu_per_request_ms_by_process": {n: gw.cpu_per_request_ms([n]) for n in gw_names},
+        "upstream_cpu_per_request_ms_in_gateway_run": gw.cpu_per_request_ms(["upstream"]),
+        "ratio_rps": ratio(gw.rps, direct.rps),
+        "rss_mb": rss,
+    }
+
+
+# ---------------------------------------------------------------- part 2
+
+
+def latency(stack: Stack, fast: Upstream, d: Durations) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    rows: list[list[report.Cell]] = []
+    for clients in LATENCY_CLIENTS:
+        threads = 1 if clients == 1 else 2
+        direct = run_wrk(fast.url, threads=threads, connections=clients, duration_s=d.latency_s)
+        gw = run_wrk(stack.url, threads=threads, connections=clients, duration_s=d.latency_s)
+        rows.append(
+            [
+                clients,
+                direct.p50_ms,
+                gw.p50_ms,
+                gw.p50_ms - direct.p50_ms,
+                direct.p99_ms,
+                gw.p99_ms,
+                gw.p99_ms - direct.p99_ms,
+                direct.rps,
+                gw.rps,
+                gw.error_count,
+            ]
+        )
+        out.append(
+            {
+                "clients": clients,
+                "threads": threads,
+                "direct": _wrk_json(direct),
+                "gateway": _wrk_json(gw),
+                "added_p50_ms": gw.p50_ms - direct.p50_ms,
+                "added_p99_ms": gw.p99_ms - direct.p99_ms,
+            }
+        )
+    section(
+        table(
+            f"2. added latency  (wrk, {d.latency_s:g}s per run; -t1 for 1 client, -t2 otherwise)",
+            [
+                "clients",
+                "direct p50",
+                "gw p50",
+                "added p50",
+                "direct p99",
+                "gw p99",
+                "added p99",
+                "direct req/s",
+                "gw req/s",
+                "gw errors",
+            ],
+            rows,
+        )
+    )
+    print("   (latencies in ms)")
+    return out
+
+
+# ---------------------------------------------------------------- part 3
+
+
+def streaming(stack: Stack, paced: Upstream, d: Durations, tmp: Path) -> dict[str, Any]:
+    gw_names = list(stack.gateway_pids)
+
+    def go(target: str, url: str, model: str, watch: dict[str, int]) -> StreamResult:
+        return run_streams(
+            target,
+            url,
+            model,
+            concurrency=STREAMS,
+            warmup_s=d.stream_warmup_s,
+            duration_s=d.stream_s,
+            watch=watch,
+            log=tmp / f"stream-{target}.log",
+        )
+
+    direct = go("direct", paced.url, "dev-echo", {"upstream": paced.pid})
+    gw = go("gateway", stack.url, PACED_MODEL, {**stack.gateway_pids, "upstream": paced.pid})
+
+    def row(r: StreamResult, cpu_names: list[str], who: str) -> list[report.Cell]:
+        errors = sum(r.errors.values())
+        return [
+            r.target,
+            r.streams,
+            r.chunks,
+            r.chunks / r.window_s,
+            r.ttft_p50_ms,
+            r.ttft_p99_ms,
+            r.stream_p50_ms,
+            errors,
+            r.cpu_per_chunk_us(cpu_names),
+            who,
+            r.client_cpu_s / r.window_s,
+        ]
+
+    rows = [
+        row(direct, ["upstream"], "upstream"),
+        row(gw, gw_names, "envoy+workers"),
+        [
+            "added (gw - direct)",
+            None,
+            None,
+            None,
+            gw.ttft_p50_ms - direct.ttft_p50_ms,
+            gw.ttft_p99_ms - direct.ttft_p99_ms,
+            gw.stream_p50_ms - direct.stream_p50_ms,
+            None,
+            None,
+            None,
+            None,
+        ],
+    ]
+    section(
+        table(
+            f"3. streaming  ({STREAMS} concurrent SSE clients in their own process, {d.stream_s:g}s window; "
+            f"upstream paced {CHUNK_DELAY_MS:g} ms/chunk)",
+            [
+                "target",
+                "streams",
+                "chunks",
+                "chunks/s",
+                "TTFT p50 ms",
+                "TTFT p99 ms",
+                "stream p50 ms",
+                "errors",
+                "CPU/chunk us",
+                "of",
+                "client cores",
+            ],
+            rows,
+        )
+    )
+    breakdown: list[list[report.Cell]] = [
+        [
+            name,
+            gw.cpu_per_chunk_us([name]),
+            gw.cpu_s.get(name, 0.0) / gw.window_s,
+            _main_thread_cores(name, gw.main_thread_s, gw.window_s),
+        ]
+        for name in [*gw_names, "upstream"]
+    ]
+    section(
+        table(
+            "   gateway run, per process",
+            ["process", "CPU/chunk us", "cores busy", "of which main thread"],
+            breakdown,
+        )
+    )
+    for r in (direct, gw):
+        if r.errors:
+            print(f"   {r.target} errors: {r.errors}")
+    return {
+        "chunk_delay_ms": CHUNK_DELAY_MS,
+        "direct": dataclasses.asdict(direct),
+        "gateway": dataclasses.asdict(gw),
+        "added_ttft_p50_ms": gw.ttft_p50_ms - direct.ttft_p50_ms,
+        "added_ttft_p99_ms": gw.ttft_p99_ms - direct.ttft_p99_ms,
+        "gateway_cpu_per_chunk_us": gw.cpu_per_chunk_us(gw_names),
+        "gateway_cpu_per_chunk_us_by_process": {n: gw.cpu_per_chunk_us([n]) for n in gw_names},
+        "direct_upstream_cpu_per_chunk_us": direct.cpu_per_chunk_us(["upstream"]),
+    }
+
+
+# ---------------------------------------------------------------- main
+
+
+def summary(results: dict[str, Any], cores: int) -> str:
+    items: list[tuple[str, str, str]] = []
+    tp = results.get("throughput")
+    if tp:
+        items.append(
+            ("gateway CPU per non-streaming request", f"{tp['gateway_cpu_per_request_ms']:.2f} ms", "<= 0.3 ms")
+        )
+    st = results.get("streaming")
+    if st:
+        items.append(("gateway CPU per relayed stream chunk", f"{st['gateway_cpu_per_chunk_us']:.0f} us", "<= 50 us"))
+        items.append((f"added TTFT at {STREAMS} streams", f"{st['added_ttft_p50_ms']:.1f} ms", "<= 2 ms"))
+    su = results.get("startup")
+    if su:
+        items.append(("startup to first answer", f"{su['first_answer_s']:.1f} s", "<= 1.5 s"))
+    if tp:
+        gw_rps = tp["gateway"]["rps"]
+        items.append(("throughput", f"{gw_rps:,.0f} req/s (ratio {tp['ratio_rps']:.2f} of direct)", ""))
+    return report.summary_block(cores, items)
+
+
+def run(args: argparse.Namespace) -> int:
+    d = QUICK if args.quick else FULL
+    cores = os.cpu_count() or 1
+    results: dict[str, Any] = {
+        "meta": {
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "cores": cores,
+            "quick": args.quick,
+            "durations": dataclasses.asdict(d),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "workers_option": args.workers,
+        }
+    }
+    tmp = Path(tempfile.mkdtemp(prefix="ghostllm-bench-"))
+    ok = False
+    try:
+        with contextlib.ExitStack() as stack_of:
+            fast = stack_of.enter_context(dev_upstream(tmp))
+            paced = stack_of.enter_context(dev_upstream(tmp, chunk_delay_ms=CHUNK_DELAY_MS))
+            config = stack_config(fast.port, paced.port, tmp, args.workers)
+            try:
+                stack = start_stack(config, tmp)
+            except (RuntimeError, TimeoutError) as exc:
+                print(f"bench: the GhostLLM stack did not start: {exc}", file=sys.stderr)
+                print(f"bench: logs kept in {tmp}", file=sys.stderr)
+                return 1
+            stack_of.callback(stack.stop)
+            workers = len(stack.worker_pids)
+            results["meta"]["workers"] = workers
+            results["startup"] = {"first_answer_s": stack.first_answer_s, "ready_line_s": stack.ready_line_s}
+            print(
+                f"GhostLLM bench: {cores} cores, {workers} worker(s), envoy pid {stack.envoy_pid}, "
+                f"{'quick' if args.quick else 'full'} run; work dir {tmp} (kept only if something fails)"
+            )
+            section(
+                table(
+                    "4. startup  (spawn `ghostllm serve` -> first 200 chat completion through Envoy, 5 ms polling)",
+                    ["measure", "seconds"],
+                    [["first answer", stack.first_answer_s], ["'GhostLLM ready' printed", stack.ready_line_s]],
+                )
+            )
+            parts: list[tuple[str, Callable[[], Any]]] = [
+                ("throughput", lambda: throughput(stack, fast, d)),
+                ("latency", lambda: latency(stack, fast, d)),
+            ]
+            if not args.skip_stream:
+                parts.append(("streaming", lambda: streaming(stack, paced, d, tmp)))
+            for name, part in parts:
+                try:
+                    results[name] = part()
+                except (RuntimeError, OSError, subprocess.SubprocessError, ValueError, KeyError) as exc:
+                    # A broken part is reported, and the others still run.
+                    print(f"\nbench: part '{name}' failed: {exc}", file=sys.stderr)
+                    results.setdefault("failed", {})[name] = str(exc)
+        ok = "failed" not in results
+    except KeyboardInterrupt:
+        print("\nbench: interrupted; every process it started has been stopped", file=sys.stderr)
+        return 130
+    finally:
+        if ok:
+            shutil.rmtree(tmp, ignore_errors=True)
+    section(summary(results, cores))
+    if not ok:
+        print(f"\nsome parts failed; logs kept in {tmp}")
+    path = report.write_json(results)
+    print(f"\nfull results: {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
+    return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    # SIGTERM (and SIGINT even when a parent shell ignored it) cleans up like Ctrl-C.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+    parser = argparse.ArgumentParser(prog="python -m bench", description="Benchmark GhostLLM (prints a report).")
+    parser.add_argument("--quick", action="store_true", help="short runs, for a smoke test")
+    parser.add_argument("--workers", type=int, default=0, help="worker processes (default 0: derived from the cores)")
+    parser.add_argument("--skip-stream", action="store_true", help="skip the streaming part")
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
