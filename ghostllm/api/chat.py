@@ -9,7 +9,7 @@ from google.api import httpbody_pb2
 from ghostllm.api.relay import json_body, sse_stream
 from ghostllm.api.status import Context, streaming, unary
 from ghostllm.protocol.chat import chat_chunk_to_proto, chat_completion_to_proto, chat_request_to_openai
-from ghostllm.protocol.common import wants_stream, wants_usage
+from ghostllm.protocol.common import from_upstream, wants_stream, wants_usage
 from ghostllm.providers.base import Json
 from ghostllm.providers.registry import Registry, Route
 from ghostllm.providers.sse import DONE
@@ -33,7 +33,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         body, route = self._prepare(request)
         data = await route.provider.chat(body)
         data["model"] = route.model.id
-        return chat_completion_to_proto(data)
+        return from_upstream(chat_completion_to_proto, data)
 
     @streaming
     async def StreamChatCompletion(
@@ -48,7 +48,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
                 if not include_usage and not chunk.get("choices"):
                     continue
                 chunk["model"] = route.model.id
-                yield chat_chunk_to_proto(chunk)
+                yield from_upstream(chat_chunk_to_proto, chunk)
 
     @streaming
     async def ChatCompletionsHttp(

@@ -8,7 +8,7 @@ from google.api import httpbody_pb2
 
 from ghostllm.api.relay import json_body, sse_stream
 from ghostllm.api.status import Context, streaming, unary
-from ghostllm.protocol.common import wants_stream, wants_usage
+from ghostllm.protocol.common import from_upstream, wants_stream, wants_usage
 from ghostllm.protocol.completions import completion_request_to_openai, completion_to_proto
 from ghostllm.providers.base import Json
 from ghostllm.providers.registry import Registry, Route
@@ -32,7 +32,7 @@ class CompletionService(completions_pb2_grpc.CompletionServiceServicer):
         body, route = self._prepare(request)
         data = await route.provider.completion(body)
         data["model"] = route.model.id
-        return completion_to_proto(data)
+        return from_upstream(completion_to_proto, data)
 
     @streaming
     async def CompletionsHttp(

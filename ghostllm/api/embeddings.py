@@ -6,6 +6,7 @@ from google.api import httpbody_pb2
 
 from ghostllm.api.relay import json_body
 from ghostllm.api.status import Context, unary
+from ghostllm.protocol.common import from_upstream
 from ghostllm.protocol.embeddings import embedding_request_to_openai, embedding_response_to_proto
 from ghostllm.providers.base import Json
 from ghostllm.providers.registry import Registry, Route
@@ -30,7 +31,7 @@ class EmbeddingService(embeddings_pb2_grpc.EmbeddingServiceServicer):
         body["encoding_format"] = "float"
         data = await route.provider.embeddings(body)
         data["model"] = route.model.id
-        return embedding_response_to_proto(data)
+        return from_upstream(embedding_response_to_proto, data)
 
     @unary
     async def EmbeddingsHttp(self, request: embeddings_pb2.EmbeddingRequest, context: Context) -> httpbody_pb2.HttpBody:

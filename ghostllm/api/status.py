@@ -26,10 +26,18 @@ HTTP_STATUS_KEY = "ghostllm-http-status"
 ERROR_BODY_KEY = "ghostllm-error"
 
 
-def as_ghost_error(exc: Exception) -> GhostError:
+def request_tags(context: Context | None) -> str:
+    """The request id and client address Envoy passes along, for log lines."""
+    if context is None:
+        return ""
+    md = dict(context.invocation_metadata() or ())
+    return f"request_id={md.get('x-request-id', '-')} client={md.get('x-client-ip', '-')}"
+
+
+def as_ghost_error(exc: Exception, context: Context | None = None) -> GhostError:
     if isinstance(exc, GhostError):
         return exc
-    log.exception("unhandled error in handler")
+    log.exception("unhandled error in handler %s", request_tags(context))
     return InternalError("The server had an error while processing your request.")
 
 
@@ -54,7 +62,7 @@ def unary(
         except aio.AbortError:
             raise
         except Exception as exc:
-            await abort(context, as_ghost_error(exc))
+            await abort(context, as_ghost_error(exc, context))
 
     return wrapper
 
@@ -70,7 +78,7 @@ def streaming(
         except aio.AbortError:
             raise
         except Exception as exc:
-            await abort(context, as_ghost_error(exc))
+            await abort(context, as_ghost_error(exc, context))
 
     return wrapper
 

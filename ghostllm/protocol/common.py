@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 
-from ghostllm.errors import InvalidRequest
+from ghostllm.errors import InvalidRequest, ProviderError
 from ghostllm.protocol.values import value_to_py
 from ghostllm.v1 import openai_pb2
 from ghostllm.v1.chat_pb2 import ChatCompletionRequest
 from ghostllm.v1.completions_pb2 import CompletionRequest
+
+M = TypeVar("M", bound=Message)
 
 # Either request message: both carry the sampling fields under the same names.
 Sampling = ChatCompletionRequest | CompletionRequest
@@ -101,3 +104,11 @@ def usage_to_proto(d: Any, out: openai_pb2.Usage) -> None:
         ):
             if isinstance(ctd.get(k), int):
                 setattr(out.completion_tokens_details, k, ctd[k])
+
+
+def from_upstream(convert: Callable[[dict[str, Any]], M], data: dict[str, Any]) -> M:
+    """Convert an upstream answer to a typed reply; a malformed answer is the provider's fault."""
+    try:
+        return convert(data)
+    except (TypeError, AttributeError, ValueError, KeyError) as exc:
+        raise ProviderError(f"provider returned a malformed answer: {exc}") from None

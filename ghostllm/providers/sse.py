@@ -44,7 +44,10 @@ class SSEDecoder:
                 out.append(DONE)
                 break
             try:
-                out.append(orjson.loads(payload))
+                obj = orjson.loads(payload)
             except orjson.JSONDecodeError:
-                raise ProviderError(f"upstream sent an invalid stream event: {payload[:200]!r}") from None
+                obj = None
+            if not isinstance(obj, dict):
+                raise ProviderError(f"upstream sent an invalid stream event: {payload[:200]!r}")
+            out.append(obj)
         return out

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import shutil
 import signal
 import socket
 import subprocess
@@ -98,6 +99,7 @@ class Supervisor:
     envoy: Child | None = None
     dev_upstreams: list[Child] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    run_dir: Path | None = None
     _stop_requested: bool = False
 
     def _start_dev_upstreams(self) -> None:
@@ -125,7 +127,7 @@ class Supervisor:
 
     def start(self) -> Path:
         s = self.config.server
-        run_dir = Path(s.run_dir or tempfile.mkdtemp(prefix="ghostllm-"))
+        run_dir = self.run_dir = Path(s.run_dir or tempfile.mkdtemp(prefix="ghostllm-"))
         run_dir.mkdir(parents=True, exist_ok=True)
         self._start_dev_upstreams()
         ports = [s.worker_base_port + i for i in range(s.worker_count)]
@@ -229,14 +231,19 @@ def serve(config: Config, config_path: str) -> int:
     signal.signal(signal.SIGTERM, sup.request_stop)
     signal.signal(signal.SIGINT, sup.request_stop)
     started = time.monotonic()
+    code = 1
     try:
         run_dir = sup.start()
         if not sup.wait_ready():
             log.error("GhostLLM did not become ready; Envoy log: %s", run_dir / "envoy.out")
-            return 1
+            return code
         print(describe(config, sup.notes), flush=True)
         log.info("ready in %.2fs (run directory %s)", time.monotonic() - started, run_dir)
-        return sup.supervise()
+        code = sup.supervise()
+        return code
     finally:
         log.info("shutting down")
         sup.shutdown()
+        # A temporary run directory is ours to remove, unless its logs explain a failure.
+        if code == 0 and not config.server.run_dir and sup.run_dir is not None:
+            shutil.rmtree(sup.run_dir, ignore_errors=True)

@@ -6,6 +6,10 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+from google.protobuf import struct_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
 from ghostllm.v1 import (
     chat_pb2,
     chat_pb2_grpc,
@@ -17,10 +21,6 @@ from ghostllm.v1 import (
     models_pb2_grpc,
     openai_pb2,
 )
-from google.protobuf import struct_pb2
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-
 from tests.support.procs import Stack
 
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import grpc
 import openai
 import pytest
-from ghostllm.v1 import chat_pb2, chat_pb2_grpc, openai_pb2
 from google.protobuf import struct_pb2
 
 from ghostllm.certs import make_dev_certs
+from ghostllm.v1 import chat_pb2, chat_pb2_grpc, openai_pb2
 from tests.support.procs import Stack, stack_config, start_stack, stop
 
 
