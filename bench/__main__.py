@@ -373,6 +373,7 @@ def run(args: argparse.Namespace) -> int:
             ]
             if not args.skip_stream:
                 parts.append(("streaming", lambda: streaming(stack, paced, d, tmp)))
+            rss_start = cpu.all_rss_mb(stack.gateway_pids)
             for name, part in parts:
                 try:
                     results[name] = part()
@@ -380,6 +381,19 @@ def run(args: argparse.Namespace) -> int:
                     # A broken part is reported, and the others still run.
                     print(f"\nbench: part '{name}' failed: {exc}", file=sys.stderr)
                     results.setdefault("failed", {})[name] = str(exc)
+            # Memory must stay flat under sustained load (no per-request growth).
+            rss_end = cpu.all_rss_mb(stack.gateway_pids)
+            results["memory"] = {"rss_start_mb": rss_start, "rss_end_mb": rss_end}
+            section(
+                table(
+                    "5. memory  (RSS after start-up, and after every part above)",
+                    ["process", "start MB", "end MB", "growth MB"],
+                    [
+                        [n, rss_start[n], rss_end.get(n, float("nan")), rss_end.get(n, 0.0) - rss_start[n]]
+                        for n in rss_start
+                    ],
+                )
+            )
         ok = "failed" not in results
     except KeyboardInterrupt:
         print("\nbench: interrupted; every process it started has been stopped", file=sys.stderr)

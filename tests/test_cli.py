@@ -1,0 +1,56 @@
+"""The `ghostllm` command line, run as a real process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from ghostllm.server.envoy import envoy_binary
+from tests.support.procs import ROOT
+
+
+def ghostllm(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ghostllm", *args], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+
+
+def test_certs_then_tls_envoy_config_validates(tmp_path: Path) -> None:
+    out = ghostllm("certs", "--out", str(tmp_path / "certs"))
+    assert out.returncode == 0, out.stderr
+    assert "ca.pem" in out.stdout
+    config = {
+        "server": {
+            "tls": {"cert_file": str(tmp_path / "certs/server.pem"), "key_file": str(tmp_path / "certs/server-key.pem")}
+        },
+        "providers": [{"id": "p", "base_url": "http://127.0.0.1:1/v1"}],
+        "models": [{"id": "m", "provider": "p"}],
+    }
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump(config))
+    rendered = ghostllm("render-envoy", "-c", str(path))
+    assert rendered.returncode == 0, rendered.stderr
+    doc = json.loads(rendered.stdout)
+    for listener in doc["static_resources"]["listeners"]:
+        assert listener["filter_chains"][0]["transport_socket"]["name"] == "envoy.transport_sockets.tls"
+    (tmp_path / "envoy.json").write_text(rendered.stdout)
+    check = subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(tmp_path / "envoy.json")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_bad_config_is_reported_not_traced(tmp_path: Path) -> None:
+    path = tmp_path / "g.yaml"
+    path.write_text("server:\n  rest_port: eighty\n")
+    out = ghostllm("serve", "-c", str(path))
+    assert out.returncode == 2
+    assert "configuration error" in out.stderr and "expected an integer" in out.stderr
+    assert "Traceback" not in out.stderr
