@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import os
-import random
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,74 +17,14 @@ import yaml
 
 from ghostllm.config import default_workers
 
+# The same process helpers the tests use: one implementation of "start, wait, always stop".
+from tests.support.procs import free_port, free_port_block, start, stop, wait_port
+
 ROOT = Path(__file__).resolve().parents[1]
 CHAT_PATH = "/v1/chat/completions"
 CHAT_BODY = b'{"model":"dev-echo","messages":[{"role":"user","content":"hi"}]}'
 # The gateway's name for the paced upstream's dev-echo model (streaming part).
 PACED_MODEL = "dev-echo-paced"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def free_port_block(count: int) -> int:
-    """`count` consecutive free ports below the ephemeral range (worker ports)."""
-    for _ in range(200):
-        base = random.randrange(20000, 32000 - count)
-        socks: list[socket.socket] = []
-        try:
-            for p in range(base, base + count):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free block of ports")
-
-
-def wait_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return
-        time.sleep(0.02)
-    raise TimeoutError(f"nothing listening on {port} after {timeout}s")
-
-
-def start(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """Start a process in its own session (a terminal's Ctrl-C reaches only the benchmark)."""
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            cmd,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=ROOT,
-            env={**os.environ, **(env or {})},
-            start_new_session=True,
-        )
-
-
-def stop(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
-    """Stop a process and everything in its session, whatever state it is in."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(sig)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(5)
 
 
 @dataclass

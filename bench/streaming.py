@@ -25,7 +25,8 @@ import aiohttp
 import uvloop
 
 from bench import cpu
-from bench.procs import CHAT_PATH, ROOT, stop
+from bench.procs import CHAT_PATH, ROOT
+from tests.support.procs import stop
 
 # The dev upstream echoes the last user message after a 9-word greeting, one word per chunk:
 # this prompt makes each answer ~40 content chunks, a short but realistic completion.

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import cpu
-from bench.procs import CHAT_PATH, stop
+from bench.procs import CHAT_PATH
+from tests.support.procs import stop
 
 SCRIPT = Path(__file__).resolve().parent / "post.lua"
 MARKER = "BENCH_RESULT "
