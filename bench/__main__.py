@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from bench import cpu, report
-from bench.procs import PACED_MODEL, Stack, Upstream, dev_upstream, stack_config, start_stack
+from bench.procs import PACED_MODEL, Stack, stack_config, start_stack
 from bench.report import ratio, section, table
 from bench.streaming import StreamResult, run_streams
 from bench.wrk import WrkResult, run_wrk
+from tests.support.procs import Upstream, dev_upstream
 
 # The paced upstream's pause between chunks: ~50 tokens/s per stream, like a fast hosted model.
 CHUNK_DELAY_MS = 20.0

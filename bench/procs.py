@@ -7,7 +7,6 @@ import http.client
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,41 +17,13 @@ import yaml
 from ghostllm.config import default_workers
 
 # The same process helpers the tests use: one implementation of "start, wait, always stop".
-from tests.support.procs import free_port, free_port_block, start, stop, wait_port
+from tests.support.procs import free_port, free_port_block, start, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAT_PATH = "/v1/chat/completions"
 CHAT_BODY = b'{"model":"dev-echo","messages":[{"role":"user","content":"hi"}]}'
 # The gateway's name for the paced upstream's dev-echo model (streaming part).
 PACED_MODEL = "dev-echo-paced"
-
-
-@dataclass
-class Upstream:
-    port: int
-    proc: subprocess.Popen[bytes]
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-
-@contextlib.contextmanager
-def dev_upstream(tmp: Path, chunk_delay_ms: float = 0.0) -> Iterator[Upstream]:
-    port = free_port()
-    cmd = [sys.executable, "-m", "ghostllm.devupstream", "--port", str(port)]
-    if chunk_delay_ms:
-        cmd += ["--chunk-delay-ms", str(chunk_delay_ms)]
-    proc = start(cmd, tmp / f"upstream-{port}.log")
-    try:
-        wait_port(port, proc)
-        yield Upstream(port, proc)
-    finally:
-        stop(proc)
 
 
 def stack_config(fast_port: int, paced_port: int, tmp: Path, workers: int) -> dict[str, Any]:

@@ -13,8 +13,8 @@ from tests.support.procs import Stack, dev_upstream, stack_config, start_stack, 
 
 @pytest.fixture(scope="session")
 def upstream_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    with dev_upstream(tmp_path_factory.mktemp("upstream")) as port:
-        yield port
+    with dev_upstream(tmp_path_factory.mktemp("upstream")) as upstream:
+        yield upstream.port
 
 
 @pytest.fixture(scope="session")

@@ -82,8 +82,24 @@ def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: floa
         proc.wait(5)
 
 
+@dataclass
+class Upstream:
+    """A running development upstream."""
+
+    port: int
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
 @contextlib.contextmanager
-def dev_upstream(tmp: Path, chunk_delay_ms: float = 0.0) -> Iterator[int]:
+def dev_upstream(tmp: Path, chunk_delay_ms: float = 0.0) -> Iterator[Upstream]:
     port = free_port()
     cmd = [sys.executable, "-m", "ghostllm.devupstream", "--port", str(port)]
     if chunk_delay_ms:
@@ -91,7 +107,7 @@ def dev_upstream(tmp: Path, chunk_delay_ms: float = 0.0) -> Iterator[int]:
     proc = start(cmd, tmp / f"upstream-{port}.log")
     try:
         wait_port(port, proc)
-        yield port
+        yield Upstream(port, proc)
     finally:
         stop(proc)
 
