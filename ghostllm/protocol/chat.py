@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ghostllm.errors import InvalidRequest
-from ghostllm.protocol.common import copy_sampling, require_model, usage_to_proto
+from ghostllm.protocol.common import copy_sampling, copy_stream_options, require_model, usage_to_proto
 from ghostllm.protocol.values import py_to_struct, struct_to_py, value_to_py
 from ghostllm.v1 import chat_pb2, openai_pb2
 
@@ -106,6 +106,7 @@ def chat_request_to_openai(req: chat_pb2.ChatCompletionRequest) -> dict[str, Any
         "messages": [_message(m, i) for i, m in enumerate(req.messages)],
     }
     copy_sampling(req, body, _CHAT_RANGES)
+    copy_stream_options(req, body)
     if req.logit_bias:
         body["logit_bias"] = dict(req.logit_bias)
     if req.HasField("logprobs"):

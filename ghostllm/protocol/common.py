@@ -83,6 +83,12 @@ def wants_usage(req: Sampling) -> bool:
     return so.HasField("include_usage") and so.include_usage
 
 
+def copy_stream_options(req: Sampling, body: dict[str, Any]) -> None:
+    """Pass include_usage on for streams (OpenAI rejects stream_options without stream)."""
+    if wants_stream(req) and wants_usage(req):
+        body["stream_options"] = {"include_usage": True}
+
+
 def usage_to_proto(d: Any, out: openai_pb2.Usage) -> None:
     if not isinstance(d, dict):
         return

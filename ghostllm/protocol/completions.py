@@ -5,7 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from ghostllm.errors import InvalidRequest
-from ghostllm.protocol.common import copy_sampling, is_text_or_tokens, require_model, usage_to_proto
+from ghostllm.protocol.common import (
+    copy_sampling,
+    copy_stream_options,
+    is_text_or_tokens,
+    require_model,
+    usage_to_proto,
+)
 from ghostllm.protocol.values import py_to_struct, value_to_py
 from ghostllm.v1 import completions_pb2
 
@@ -22,6 +28,7 @@ def completion_request_to_openai(req: completions_pb2.CompletionRequest) -> dict
         )
     body: dict[str, Any] = {"model": req.model, "prompt": prompt}
     copy_sampling(req, body, _COMPLETION_RANGES)
+    copy_stream_options(req, body)
     if req.suffix:
         body["suffix"] = req.suffix
     if req.HasField("echo"):
