@@ -80,12 +80,15 @@ class Child:
     name: str
     cmd: list[str]
     log_file: Path | None = None
+    port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     next_start: float = 0.0
+    started_at: float = 0.0
 
     def start(self) -> None:
         self.proc = _spawn(self.cmd, self.log_file)
+        self.started_at = time.monotonic()
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -102,7 +105,8 @@ class Supervisor:
     run_dir: Path | None = None
     _stop_requested: bool = False
 
-    def _start_dev_upstreams(self) -> None:
+    def _check_upstreams(self) -> None:
+        """Start the development upstream where asked, and say which local upstreams answer."""
         for p in self.config.providers:
             url = urlsplit(p.base_url)
             host, port = url.hostname or "127.0.0.1", url.port or (443 if url.scheme == "https" else 80)
@@ -129,13 +133,13 @@ class Supervisor:
         s = self.config.server
         run_dir = self.run_dir = Path(s.run_dir or tempfile.mkdtemp(prefix="ghostllm-"))
         run_dir.mkdir(parents=True, exist_ok=True)
-        self._start_dev_upstreams()
+        self._check_upstreams()
         ports = [s.worker_base_port + i for i in range(s.worker_count)]
         for port in ports:
             cmd = [sys.executable, "-m", "ghostllm", "worker", "--port", str(port)]
             if self.config_path:
                 cmd += ["--config", self.config_path]
-            child = Child(f"worker:{port}", cmd)
+            child = Child(f"worker:{port}", cmd, port=port)
             child.start()
             self.workers.append(child)
         envoy_config = write_envoy_config(self.config, ports, run_dir)
@@ -155,8 +159,7 @@ class Supervisor:
                     envoy_ok = resp.status == 200
             except (urllib.error.URLError, OSError):
                 envoy_ok = False
-            ports = [int(w.name.split(":")[1]) for w in self.workers]
-            if envoy_ok and all(port_open("127.0.0.1", p) for p in ports):
+            if envoy_ok and all(port_open("127.0.0.1", w.port) for w in self.workers):
                 return True
             time.sleep(0.05)
         return False
@@ -176,6 +179,9 @@ class Supervisor:
                     code = w.proc.returncode if w.proc else None
                     if w.proc is not None:
                         log.warning("%s exited with %s; restarting", w.name, code)
+                    # Back off from a worker that keeps dying, not from one that ran for a while.
+                    if now - w.started_at > 30:
+                        w.restarts = 0
                     w.restarts += 1
                     w.next_start = now + min(10.0, 0.5 * w.restarts)
                     w.start()

@@ -106,7 +106,11 @@ def test_malformed_upstream_answers_are_provider_errors() -> None:
 
 
 def test_stream_options_only_with_stream() -> None:
-    base = {"model": "m", "messages": [{"role": "user", "content": "x"}], "stream_options": {"include_usage": True}}
+    base: dict[str, object] = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "x"}],
+        "stream_options": {"include_usage": True},
+    }
     assert "stream_options" not in chat_request_to_openai(parse(base))
     streamed = chat_request_to_openai(parse({**base, "stream": True}))
     assert streamed["stream_options"] == {"include_usage": True}
