@@ -50,6 +50,12 @@ function envoy_on_response(handle)
     headers:remove("grpc-status")
     headers:remove("grpc-message")
     headers:remove("grpc-accept-encoding")
+    -- A successful call may still ask for another status (e.g. /health's 503).
+    local forced = headers:get("ghostllm-http-status")
+    if forced then
+      headers:replace(":status", forced)
+      headers:remove("ghostllm-http-status")
+    end
     return
   end
   local status = tonumber(headers:get("ghostllm-http-status") or "") or STATUS_FOR_GRPC[grpc_status] or 500

@@ -38,6 +38,8 @@ class Registry:
         self.providers: dict[str, Provider] = {p.id: make_provider(p) for p in config.providers}
         self._routes: dict[str, Route] = {m.id: Route(m, self.providers[m.provider]) for m in config.models}
         self.created = int(time.time())
+        self._health: dict[str, bool] = {}
+        self._health_at = -1e9
 
     @property
     def routes(self) -> list[Route]:
@@ -71,6 +73,16 @@ class Registry:
                     capabilities=("chat", "streaming", "functions", "completions", "embeddings"),
                 )
                 self._routes[name] = Route(model, provider)
+
+    async def health(self, max_age_s: float = 10.0) -> dict[str, bool]:
+        """Each provider's health, checked at most every `max_age_s` per worker so
+        probes hitting /health often never load the providers."""
+        now = time.monotonic()
+        if now - self._health_at > max_age_s:
+            results = await asyncio.gather(*(p.health() for p in self.providers.values()))
+            self._health = dict(zip(self.providers, results, strict=True))
+            self._health_at = time.monotonic()
+        return self._health
 
     async def close(self) -> None:
         await asyncio.gather(*(p.close() for p in self.providers.values()), return_exceptions=True)

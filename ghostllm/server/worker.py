@@ -21,6 +21,7 @@ from grpc_reflection.v1alpha import reflection
 from ghostllm.api.chat import ChatService
 from ghostllm.api.completions import CompletionService
 from ghostllm.api.embeddings import EmbeddingService
+from ghostllm.api.gateway import GatewayService
 from ghostllm.api.models import ModelService
 from ghostllm.config import Config
 from ghostllm.providers.registry import Registry
@@ -31,6 +32,8 @@ from ghostllm.v1 import (
     completions_pb2_grpc,
     embeddings_pb2,
     embeddings_pb2_grpc,
+    gateway_pb2,
+    gateway_pb2_grpc,
     models_pb2,
     models_pb2_grpc,
 )
@@ -42,6 +45,7 @@ SERVICE_NAMES = (
     completions_pb2.DESCRIPTOR.services_by_name["CompletionService"].full_name,
     models_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
     embeddings_pb2.DESCRIPTOR.services_by_name["EmbeddingService"].full_name,
+    gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name,
 )
 
 
@@ -75,6 +79,7 @@ class Worker:
         completions_pb2_grpc.add_CompletionServiceServicer_to_server(CompletionService(self.registry), s)
         models_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self.registry), s)
         embeddings_pb2_grpc.add_EmbeddingServiceServicer_to_server(EmbeddingService(self.registry), s)
+        gateway_pb2_grpc.add_GatewayServiceServicer_to_server(GatewayService(self.registry), s)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, s)
         reflection.enable_server_reflection(
             (
