@@ -7,14 +7,20 @@ PROTO_INC = $(shell $(PY) -c "import grpc_tools, os; print(os.path.join(os.path.
 GAPI_INC = $(shell $(PY) -c "import google.api, os; print(os.path.dirname(os.path.dirname(list(google.api.__path__)[0])))")
 PROTOS := $(wildcard protos/ghostllm/v1/*.proto)
 
-.PHONY: install run test lint gen gen-check bench clean
+.PHONY: install run test lint gen gen-check bench clean lock
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
+
+# Pin the whole dependency tree after a change to pyproject.toml.
+lock: $(STAMP)
+	{ echo "# Every package, transitively, at the version CI and benchmarks were run with."; \
+	  echo "# Regenerate after changing pyproject.toml: make lock"; \
+	  $(PY) -m pip freeze --exclude-editable | grep -v '^ghostllm'; } > constraints.txt
 
 # Generated code is committed; this rebuilds it byte for byte.
 gen: $(STAMP)

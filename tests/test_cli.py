@@ -54,3 +54,19 @@ def test_bad_config_is_reported_not_traced(tmp_path: Path) -> None:
     assert out.returncode == 2
     assert "configuration error" in out.stderr and "expected an integer" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_rendered_envoy_fits_long_generations_and_body_limits() -> None:
+    rendered = ghostllm("render-envoy", "-c", str(ROOT / "ghostllm.yaml"))
+    assert rendered.returncode == 0, rendered.stderr
+    doc = json.loads(rendered.stdout)
+    hcm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
+    assert {r["route"]["timeout"] for r in routes} == {"600s"}  # not Envoy's 15 s default
+    assert hcm["stream_idle_timeout"] == "300s"
+    filters = {f["name"]: f["typed_config"] for f in hcm["http_filters"]}
+    limit = 32 * 1024 * 1024
+    assert filters["envoy.filters.http.buffer"]["max_request_bytes"] == limit
+    assert filters["envoy.filters.http.grpc_json_transcoder"]["max_request_body_size"] == limit
+    # The admin interface never listens beyond loopback.
+    assert doc["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
