@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 from google.api import httpbody_pb2
 
+from ghostllm.api.context import call_of
 from ghostllm.api.relay import json_body, sse_stream
 from ghostllm.api.status import Context, streaming, unary
 from ghostllm.protocol.chat import chat_chunk_to_proto, chat_completion_to_proto, chat_request_to_openai
@@ -31,7 +32,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         self, request: chat_pb2.ChatCompletionRequest, context: Context
     ) -> chat_pb2.ChatCompletion:
         body, route = self._prepare(request)
-        data = await route.provider.chat(body)
+        data = await route.provider.chat(body, call_of(context))
         data["model"] = route.model.id
         return from_upstream(chat_completion_to_proto, data)
 
@@ -41,7 +42,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
     ) -> AsyncIterator[chat_pb2.ChatCompletionChunk]:
         body, route = self._prepare(request)
         include_usage = wants_usage(request)
-        async for batch in route.provider.stream_chat(body):
+        async for batch in route.provider.stream_chat(body, call_of(context)):
             for chunk in batch:
                 if chunk is DONE:
                     return
@@ -56,7 +57,9 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
         body, route = self._prepare(request)
         if not wants_stream(request):
-            yield json_body(await route.provider.chat(body), route.model.id)
+            yield json_body(await route.provider.chat(body, call_of(context)), route.model.id)
             return
-        async for message in sse_stream(route.provider.stream_chat(body), route.model.id, wants_usage(request)):
+        async for message in sse_stream(
+            route.provider.stream_chat(body, call_of(context)), route.model.id, wants_usage(request)
+        ):
             yield message

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 from google.api import httpbody_pb2
 
+from ghostllm.api.context import call_of
 from ghostllm.api.relay import json_body, sse_stream
 from ghostllm.api.status import Context, streaming, unary
 from ghostllm.protocol.common import from_upstream, wants_stream, wants_usage
@@ -30,7 +31,7 @@ class CompletionService(completions_pb2_grpc.CompletionServiceServicer):
         self, request: completions_pb2.CompletionRequest, context: Context
     ) -> completions_pb2.Completion:
         body, route = self._prepare(request)
-        data = await route.provider.completion(body)
+        data = await route.provider.completion(body, call_of(context))
         data["model"] = route.model.id
         return from_upstream(completion_to_proto, data)
 
@@ -40,8 +41,8 @@ class CompletionService(completions_pb2_grpc.CompletionServiceServicer):
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
         body, route = self._prepare(request)
         if not wants_stream(request):
-            yield json_body(await route.provider.completion(body), route.model.id)
+            yield json_body(await route.provider.completion(body, call_of(context)), route.model.id)
             return
-        stream = route.provider.stream_completion(body)
+        stream = route.provider.stream_completion(body, call_of(context))
         async for message in sse_stream(stream, route.model.id, wants_usage(request)):
             yield message

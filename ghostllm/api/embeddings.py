@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from google.api import httpbody_pb2
 
+from ghostllm.api.context import call_of
 from ghostllm.api.relay import json_body
 from ghostllm.api.status import Context, unary
 from ghostllm.protocol.common import from_upstream
@@ -29,11 +30,11 @@ class EmbeddingService(embeddings_pb2_grpc.EmbeddingServiceServicer):
     ) -> embeddings_pb2.EmbeddingResponse:
         body, route = self._prepare(request)
         body["encoding_format"] = "float"
-        data = await route.provider.embeddings(body)
+        data = await route.provider.embeddings(body, call_of(context))
         data["model"] = route.model.id
         return from_upstream(embedding_response_to_proto, data)
 
     @unary
     async def EmbeddingsHttp(self, request: embeddings_pb2.EmbeddingRequest, context: Context) -> httpbody_pb2.HttpBody:
         body, route = self._prepare(request)
-        return json_body(await route.provider.embeddings(body), route.model.id)
+        return json_body(await route.provider.embeddings(body, call_of(context)), route.model.id)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from ghostllm.config import ProviderConfig
@@ -19,6 +20,14 @@ from ghostllm.config import ProviderConfig
 Json = dict[str, Any]
 # Chunk dicts, possibly ending with sse.DONE (Any: mypy cannot narrow on an `is` sentinel).
 Batch = list[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """What an adapter may need to know about the client's request besides its body."""
+
+    # Envoy's x-request-id (the client's own when it sent one), passed upstream for tracing.
+    request_id: str = ""
 
 
 class Provider(ABC):
@@ -41,16 +50,16 @@ class Provider(ABC):
     async def list_models(self) -> list[str]: ...
 
     @abstractmethod
-    async def chat(self, body: Json) -> Json: ...
+    async def chat(self, body: Json, call: Call) -> Json: ...
 
     @abstractmethod
-    def stream_chat(self, body: Json) -> AsyncIterator[Batch]: ...
+    def stream_chat(self, body: Json, call: Call) -> AsyncIterator[Batch]: ...
 
     @abstractmethod
-    async def completion(self, body: Json) -> Json: ...
+    async def completion(self, body: Json, call: Call) -> Json: ...
 
     @abstractmethod
-    def stream_completion(self, body: Json) -> AsyncIterator[Batch]: ...
+    def stream_completion(self, body: Json, call: Call) -> AsyncIterator[Batch]: ...
 
     @abstractmethod
-    async def embeddings(self, body: Json) -> Json: ...
+    async def embeddings(self, body: Json, call: Call) -> Json: ...

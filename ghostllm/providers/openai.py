@@ -25,7 +25,7 @@ from ghostllm.errors import (
     RateLimited,
     UpstreamTimeout,
 )
-from ghostllm.providers.base import Batch, Json, Provider
+from ghostllm.providers.base import Batch, Call, Json, Provider
 from ghostllm.providers.sse import SSEDecoder
 
 
@@ -57,6 +57,10 @@ def upstream_status_error(provider: str, status: int, raw: bytes, retry_after: s
     if status in (408, 504):
         return UpstreamTimeout(f"provider {provider} timed out (upstream status {status}): {msg}")
     return ProviderError(f"provider {provider} failed with status {status}: {msg}")
+
+
+def _headers(call: Call) -> dict[str, str] | None:
+    return {"x-request-id": call.request_id} if call.request_id else None
 
 
 class OpenAIProvider(Provider):
@@ -103,9 +107,11 @@ class OpenAIProvider(Provider):
             raise ProviderError(f"provider {self.id} connection failed: {exc or type(exc).__name__}") from exc
         raise exc
 
-    async def _post_json(self, path: str, body: Json) -> Json:
+    async def _post_json(self, path: str, body: Json, call: Call) -> Json:
         try:
-            async with self.session.post(self._base + path, data=orjson.dumps(body), timeout=self._timeout) as resp:
+            async with self.session.post(
+                self._base + path, data=orjson.dumps(body), timeout=self._timeout, headers=_headers(call)
+            ) as resp:
                 raw = await resp.read()
                 if resp.status != 200:
                     raise upstream_status_error(self.id, resp.status, raw, resp.headers.get("retry-after"))
@@ -119,13 +125,13 @@ class OpenAIProvider(Provider):
             raise ProviderError(f"provider {self.id} returned unexpected JSON")
         return data
 
-    async def _stream(self, path: str, body: Json) -> AsyncIterator[Batch]:
+    async def _stream(self, path: str, body: Json, call: Call) -> AsyncIterator[Batch]:
         if self.config.stream_usage:
             body["stream_options"] = {"include_usage": True}
         decoder = SSEDecoder()
         try:
             async with self.session.post(
-                self._base + path, data=orjson.dumps(body), timeout=self._stream_timeout
+                self._base + path, data=orjson.dumps(body), timeout=self._stream_timeout, headers=_headers(call)
             ) as resp:
                 if resp.status != 200:
                     raw = await resp.read()
@@ -165,19 +171,19 @@ class OpenAIProvider(Provider):
         except (orjson.JSONDecodeError, KeyError, TypeError):
             raise ProviderError(f"provider {self.id} returned an invalid model list") from None
 
-    async def chat(self, body: Json) -> Json:
-        return await self._post_json("/chat/completions", body)
+    async def chat(self, body: Json, call: Call) -> Json:
+        return await self._post_json("/chat/completions", body, call)
 
-    def stream_chat(self, body: Json) -> AsyncIterator[Batch]:
+    def stream_chat(self, body: Json, call: Call) -> AsyncIterator[Batch]:
         body["stream"] = True
-        return self._stream("/chat/completions", body)
+        return self._stream("/chat/completions", body, call)
 
-    async def completion(self, body: Json) -> Json:
-        return await self._post_json("/completions", body)
+    async def completion(self, body: Json, call: Call) -> Json:
+        return await self._post_json("/completions", body, call)
 
-    def stream_completion(self, body: Json) -> AsyncIterator[Batch]:
+    def stream_completion(self, body: Json, call: Call) -> AsyncIterator[Batch]:
         body["stream"] = True
-        return self._stream("/completions", body)
+        return self._stream("/completions", body, call)
 
-    async def embeddings(self, body: Json) -> Json:
-        return await self._post_json("/embeddings", body)
+    async def embeddings(self, body: Json, call: Call) -> Json:
+        return await self._post_json("/embeddings", body, call)

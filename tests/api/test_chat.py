@@ -288,3 +288,13 @@ def test_http2_rest_has_no_grpc_trailers(stack: Stack, stream: bool) -> None:
     assert received[0].startswith("http/2 200")
     assert not [h for h in received if h.startswith("grpc-")], received
     assert "dev-echo" in out.stdout
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_request_id_reaches_the_upstream(stack: Stack, stream: bool) -> None:
+    body = {"model": "dev-echo", "messages": HELLO, "stream": stream}
+    reply = request(stack.base_url + "/chat/completions", body, headers={"x-request-id": f"trace-{stream}"})
+    assert reply.status == 200
+    assert upstream_last_request(stack.upstream_url)["headers"]["x-request-id"] == f"trace-{stream}"
+    generated = request(stack.base_url + "/chat/completions", body)
+    assert upstream_last_request(stack.upstream_url)["headers"]["x-request-id"] == generated.headers["x-request-id"]
