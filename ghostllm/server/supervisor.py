@@ -190,11 +190,14 @@ class Supervisor:
 
     def shutdown(self) -> None:
         grace = self.config.server.shutdown_grace_s
-        with contextlib.suppress(OSError, urllib.error.URLError):
-            req = urllib.request.Request(
-                f"http://127.0.0.1:{self.config.server.admin_port}/healthcheck/fail", method="POST"
-            )
-            urllib.request.urlopen(req, timeout=1).close()
+        # Tell load balancers in front to stop sending, and clients to reconnect
+        # elsewhere (Connection: close / GOAWAY); streams in flight carry on.
+        for action in ("healthcheck/fail", "drain_listeners?graceful"):
+            with contextlib.suppress(OSError, urllib.error.URLError):
+                req = urllib.request.Request(
+                    f"http://127.0.0.1:{self.config.server.admin_port}/{action}", method="POST"
+                )
+                urllib.request.urlopen(req, timeout=1).close()
         for w in self.workers:
             if w.running() and w.proc is not None:
                 w.proc.send_signal(signal.SIGTERM)
