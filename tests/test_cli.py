@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from ghostllm.server.envoy import envoy_binary
-from tests.support.procs import ROOT
+from tests.support.procs import ROOT, stack_config
 
 
 def ghostllm(*args: str) -> subprocess.CompletedProcess[str]:
@@ -70,3 +71,16 @@ def test_rendered_envoy_fits_long_generations_and_body_limits() -> None:
     assert filters["envoy.filters.http.grpc_json_transcoder"]["max_request_body_size"] == limit
     # The admin interface never listens beyond loopback.
     assert doc["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
+
+
+def test_serve_explains_a_busy_port(upstream_port: int, tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        config = stack_config(upstream_port, tmp_path, workers=1)
+        config["server"]["rest_port"] = busy.getsockname()[1]
+        path = tmp_path / "g.yaml"
+        path.write_text(yaml.safe_dump(config))
+        out = ghostllm("serve", "-c", str(path))
+    assert out.returncode == 1
+    assert "did not become ready" in out.stderr and "Address already in use" in out.stderr

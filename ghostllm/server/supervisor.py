@@ -40,7 +40,7 @@ def _die_with_parent() -> None:
 
 
 def _spawn(cmd: list[str], log_file: Path | None = None) -> subprocess.Popen[bytes]:
-    out = open(log_file, "ab") if log_file else None  # noqa: SIM115 - owned by the child for its lifetime
+    out = open(log_file, "wb") if log_file else None  # noqa: SIM115 - owned by the child for its lifetime
     try:
         return subprocess.Popen(
             cmd,
@@ -244,7 +244,9 @@ def serve(config: Config, config_path: str) -> int:
     try:
         run_dir = sup.start()
         if not sup.wait_ready():
-            log.error("GhostLLM did not become ready; Envoy log: %s", run_dir / "envoy.out")
+            out = run_dir / "envoy.out"
+            tail = out.read_text(errors="replace").strip().splitlines()[-3:] if out.exists() else []
+            log.error("GhostLLM did not become ready; Envoy said:\n  %s\n(full log: %s)", "\n  ".join(tail), out)
             return code
         print(describe(config, sup.notes), flush=True)
         log.info("ready in %.2fs (run directory %s)", time.monotonic() - started, run_dir)
