@@ -84,3 +84,16 @@ def test_serve_explains_a_busy_port(upstream_port: int, tmp_path: Path) -> None:
         out = ghostllm("serve", "-c", str(path))
     assert out.returncode == 1
     assert "did not become ready" in out.stderr and "Address already in use" in out.stderr
+
+
+def test_serve_refuses_a_taken_worker_port(upstream_port: int, tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        config = stack_config(upstream_port, tmp_path, workers=1)
+        config["server"]["worker_base_port"] = busy.getsockname()[1]
+        path = tmp_path / "g.yaml"
+        path.write_text(yaml.safe_dump(config))
+        out = ghostllm("serve", "-c", str(path))
+    assert out.returncode == 1
+    assert "exited with" in out.stderr and "port" in out.stderr

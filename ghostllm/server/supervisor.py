@@ -154,6 +154,11 @@ class Supervisor:
         while time.monotonic() < deadline:
             if self.envoy is None or not self.envoy.running():
                 return False
+            for w in self.workers:
+                if not w.running():
+                    code = w.proc.returncode if w.proc else None
+                    log.error("%s exited with %s while starting (is its port taken?)", w.name, code)
+                    return False
             try:
                 with urllib.request.urlopen(admin, timeout=0.5) as resp:
                     envoy_ok = resp.status == 200
