@@ -52,7 +52,8 @@ class ServerConfig:
     worker_base_port: int = 20100
     max_request_bytes: int = 32 * 1024 * 1024
     request_timeout_s: float = 600.0
-    stream_idle_timeout_s: float = 300.0
+    # A non-streaming answer is silent until it is complete, so idle must cover it too.
+    stream_idle_timeout_s: float = 600.0
     shutdown_grace_s: float = 30.0
     envoy_base_id: int = 0
     envoy_concurrency: int = 1

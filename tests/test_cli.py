@@ -64,7 +64,7 @@ def test_rendered_envoy_fits_long_generations_and_body_limits() -> None:
     hcm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
     assert {r["route"]["timeout"] for r in routes} == {"600s"}  # not Envoy's 15 s default
-    assert hcm["stream_idle_timeout"] == "300s"
+    assert hcm["stream_idle_timeout"] == "600s"
     filters = {f["name"]: f["typed_config"] for f in hcm["http_filters"]}
     limit = 32 * 1024 * 1024
     assert filters["envoy.filters.http.buffer"]["max_request_bytes"] == limit
