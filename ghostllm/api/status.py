@@ -13,7 +13,6 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn, TypeAlias, TypeVar
 
-import grpc
 from grpc import aio
 
 from ghostllm.errors import GhostError, InternalError
@@ -81,6 +80,3 @@ def streaming(
             await abort(context, as_ghost_error(exc, context))
 
     return wrapper
-
-
-__all__ = ["ERROR_BODY_KEY", "HTTP_STATUS_KEY", "Context", "abort", "as_ghost_error", "grpc", "streaming", "unary"]
