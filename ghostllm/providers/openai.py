@@ -82,7 +82,11 @@ class OpenAIProvider(Provider):
         if self._session is None:
             connector = aiohttp.TCPConnector(limit=self.config.max_connections, ttl_dns_cache=300)
             self._session = aiohttp.ClientSession(
-                connector=connector, headers=self._headers, skip_auto_headers=("User-Agent",)
+                connector=connector,
+                headers=self._headers,
+                skip_auto_headers=("User-Agent",),
+                # One session serves every tenant: cookies an upstream sets must not follow other callers.
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
 
     async def close(self) -> None:
