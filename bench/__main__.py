@@ -33,6 +33,9 @@ from tests.support.procs import Upstream, dev_upstream
 CHUNK_DELAY_MS = 20.0
 STREAMS = 32
 LATENCY_CLIENTS = (1, 16, 64)
+# Paced runs: the same clients at a total rate well below one worker's capacity, so the
+# added latency shows the gateway's own cost rather than queueing at saturation.
+PACED_RATE = 500.0
 
 
 @dataclass(frozen=True)
@@ -148,13 +151,14 @@ def throughput(stack: Stack, fast: Upstream, d: Durations) -> dict[str, Any]:
 def latency(stack: Stack, fast: Upstream, d: Durations) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     rows: list[list[report.Cell]] = []
-    for clients in LATENCY_CLIENTS:
+    runs = [(c, None) for c in LATENCY_CLIENTS] + [(c, PACED_RATE) for c in LATENCY_CLIENTS if c > 1]
+    for clients, rate in runs:
         threads = 1 if clients == 1 else 2
-        direct = run_wrk(fast.url, threads=threads, connections=clients, duration_s=d.latency_s)
-        gw = run_wrk(stack.url, threads=threads, connections=clients, duration_s=d.latency_s)
+        direct = run_wrk(fast.url, threads=threads, connections=clients, duration_s=d.latency_s, rate=rate)
+        gw = run_wrk(stack.url, threads=threads, connections=clients, duration_s=d.latency_s, rate=rate)
         rows.append(
             [
-                clients,
+                f"{clients} @{rate:g}/s" if rate else clients,
                 direct.p50_ms,
                 gw.p50_ms,
                 gw.p50_ms - direct.p50_ms,
@@ -169,6 +173,7 @@ def latency(stack: Stack, fast: Upstream, d: Durations) -> list[dict[str, Any]]:
         out.append(
             {
                 "clients": clients,
+                "paced_rate": rate,
                 "threads": threads,
                 "direct": _wrk_json(direct),
                 "gateway": _wrk_json(gw),
@@ -178,7 +183,8 @@ def latency(stack: Stack, fast: Upstream, d: Durations) -> list[dict[str, Any]]:
         )
     section(
         table(
-            f"2. added latency  (wrk, {d.latency_s:g}s per run; -t1 for 1 client, -t2 otherwise)",
+            f"2. added latency  (wrk, {d.latency_s:g}s per run; -t1 for 1 client, -t2 otherwise; "
+            f"'@{PACED_RATE:g}/s' rows pace the clients to that total rate)",
             [
                 "clients",
                 "direct p50",

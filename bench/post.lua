@@ -3,6 +3,14 @@ wrk.method = "POST"
 wrk.body = os.getenv("BENCH_BODY") or '{"model":"dev-echo","messages":[{"role":"user","content":"hi"}]}'
 wrk.headers["Content-Type"] = "application/json"
 
+-- BENCH_DELAY_MS paces each connection (ms between requests): latency below saturation.
+local pace = tonumber(os.getenv("BENCH_DELAY_MS") or "")
+if pace then
+  function delay()
+    return pace
+  end
+end
+
 function done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(

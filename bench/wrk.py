@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Mapping
@@ -55,8 +56,12 @@ def run_wrk(
     connections: int,
     duration_s: float,
     watch: Mapping[str, int] | None = None,
+    rate: float | None = None,
 ) -> WrkResult:
-    """One wrk run against base_url + /v1/chat/completions; CPU of `watch` pids measured around it."""
+    """One wrk run against base_url + /v1/chat/completions; CPU of `watch` pids measured around it.
+
+    With `rate` (requests/s over all connections) each connection pauses between
+    requests, so latency is measured below saturation instead of at it."""
     cmd = [
         wrk_binary(),
         f"-t{threads}",
@@ -70,8 +75,11 @@ def run_wrk(
     ]
     pids = dict(watch or {})
     before = cpu.snapshot(pids)
+    env = dict(os.environ)
+    if rate:
+        env["BENCH_DELAY_MS"] = str(max(1, round(1000 * connections / rate)))
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True, env=env
     )
     try:
         out, err = proc.communicate(timeout=duration_s + 30)
