@@ -11,9 +11,12 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import grpc
 import openai
 import pytest
+from google.protobuf import struct_pb2
 
+from ghostllm.v1 import chat_pb2, chat_pb2_grpc, openai_pb2
 from tests.support.http import request, upstream_stats
 from tests.support.procs import Stack, stack_config, start_stack, stop
 
@@ -95,5 +98,21 @@ def test_client_disconnect_cancels_upstream(stack: Stack) -> None:
     wait_for(lambda: upstream_stats(stack.upstream_url)["active_streams"] == 1)
     conn.sock.close()
     conn.close()
+    wait_for(lambda: upstream_stats(stack.upstream_url)["cancelled_streams"] == 1)
+    assert upstream_stats(stack.upstream_url)["active_streams"] == 0
+
+
+def test_grpc_cancel_cancels_upstream(stack: Stack) -> None:
+    request(stack.upstream_url + "/_dev/reset", b"")
+    with grpc.insecure_channel(f"127.0.0.1:{stack.grpc_port}") as channel:
+        call = chat_pb2_grpc.ChatServiceStub(channel).StreamChatCompletion(
+            chat_pb2.ChatCompletionRequest(
+                model="slow-chunks-300",
+                messages=[openai_pb2.ChatMessage(role="user", content=struct_pb2.Value(string_value="x"))],
+            )
+        )
+        next(call)
+        wait_for(lambda: upstream_stats(stack.upstream_url)["active_streams"] == 1)
+        call.cancel()
     wait_for(lambda: upstream_stats(stack.upstream_url)["cancelled_streams"] == 1)
     assert upstream_stats(stack.upstream_url)["active_streams"] == 0
