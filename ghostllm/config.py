@@ -25,8 +25,10 @@ CAPABILITIES = ("chat", "streaming", "functions", "vision", "embeddings", "compl
 
 
 def default_workers() -> int:
-    # One busy worker uses about 1.5 cores (main thread plus grpc's threads).
-    return max(1, round((os.cpu_count() or 1) / 1.5))
+    # One busy worker uses about 1.5 cores (main thread plus grpc's threads). Never
+    # fewer than two: a crashed worker must not leave Envoy without a healthy host
+    # (and on 2 cores two workers measured ~10 % more throughput than one).
+    return max(2, round((os.cpu_count() or 1) / 1.5))
 
 
 @dataclass(frozen=True)
