@@ -17,7 +17,7 @@ import yaml
 from ghostllm.config import default_workers
 
 # The same process helpers the tests use: one implementation of "start, wait, always stop".
-from tests.support.procs import free_port, free_port_block, start, stop
+from tests.support.procs import server_config, start, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAT_PATH = "/v1/chat/completions"
@@ -30,17 +30,7 @@ def stack_config(fast_port: int, paced_port: int, tmp: Path, workers: int) -> di
     """Two providers: the fast upstream serves dev-echo, the paced one serves dev-echo-paced."""
     count = workers if workers > 0 else default_workers()
     return {
-        "server": {
-            "host": "127.0.0.1",
-            "rest_port": free_port(),
-            "grpc_port": free_port(),
-            "admin_port": free_port(),
-            "workers": workers,
-            "worker_base_port": free_port_block(count),
-            "run_dir": str(tmp / "run"),
-            "shutdown_grace_s": 3,
-            "log_level": "WARNING",
-        },
+        "server": server_config(tmp, count, shutdown_grace_s=3, log_level="WARNING"),
         "providers": [
             {"id": "fast", "type": "openai", "base_url": f"http://127.0.0.1:{fast_port}/v1"},
             {"id": "paced", "type": "openai", "base_url": f"http://127.0.0.1:{paced_port}/v1"},

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import openai
 import pytest
@@ -36,8 +35,3 @@ def client(stack: Stack) -> Iterator[openai.OpenAI]:
 @pytest.fixture
 def aclient(stack: Stack) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=stack.base_url, api_key="sk-test", max_retries=0, timeout=30)
-
-
-@pytest.fixture
-def own_tmp(tmp_path: Path) -> Path:
-    return tmp_path

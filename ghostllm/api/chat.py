@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from google.api import httpbody_pb2
 
 from ghostllm.api.context import call_of
-from ghostllm.api.relay import json_body, sse_stream
+from ghostllm.api.relay import client_chunk, json_body, sse_stream
 from ghostllm.api.status import Context, streaming, unary
 from ghostllm.protocol.chat import chat_chunk_to_proto, chat_completion_to_proto, chat_request_to_openai
 from ghostllm.protocol.common import from_upstream, wants_stream, wants_usage
@@ -46,10 +46,8 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             for chunk in batch:
                 if chunk is DONE:
                     return
-                if not include_usage and not chunk.get("choices"):
-                    continue
-                chunk["model"] = route.model.id
-                yield from_upstream(chat_chunk_to_proto, chunk)
+                if client_chunk(chunk, route.model.id, include_usage) is not None:
+                    yield from_upstream(chat_chunk_to_proto, chunk)
 
     @streaming
     async def ChatCompletionsHttp(

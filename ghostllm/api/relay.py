@@ -29,20 +29,27 @@ def json_body(data: Json, model: str) -> httpbody_pb2.HttpBody:
     return httpbody_pb2.HttpBody(content_type=JSON, data=orjson.dumps(data))
 
 
+def client_chunk(chunk: Json, model: str, include_usage: bool) -> Json | None:
+    """The chunk as the client should see it, or None when it asked for no usage
+    and this is the usage-only chunk we requested for accounting."""
+    if not include_usage:
+        if not chunk.get("choices"):
+            return None
+        chunk.pop("usage", None)
+    chunk["model"] = model
+    return chunk
+
+
 def sse_events(batch: Batch, model: str, include_usage: bool) -> bytes:
     out = bytearray()
     for chunk in batch:
         if chunk is DONE:
             out += _DONE_EVENT
             break
-        if not include_usage:
-            if not chunk.get("choices") and chunk.get("usage"):
-                continue
-            chunk.pop("usage", None)
-        chunk["model"] = model
-        out += b"data: "
-        out += orjson.dumps(chunk)
-        out += b"\n\n"
+        if client_chunk(chunk, model, include_usage) is not None:
+            out += b"data: "
+            out += orjson.dumps(chunk)
+            out += b"\n\n"
     return bytes(out)
 
 

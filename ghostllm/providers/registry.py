@@ -40,6 +40,7 @@ class Registry:
         self.created = int(time.time())
         self._health: dict[str, bool] = {}
         self._health_at = -1e9
+        self._health_check: asyncio.Future[None] | None = None
 
     @property
     def routes(self) -> list[Route]:
@@ -75,14 +76,21 @@ class Registry:
                 self._routes[name] = Route(model, provider)
 
     async def health(self, max_age_s: float = 10.0) -> dict[str, bool]:
-        """Each provider's health, checked at most every `max_age_s` per worker so
-        probes hitting /health often never load the providers."""
-        now = time.monotonic()
-        if now - self._health_at > max_age_s:
+        """Each provider's health, checked at most every `max_age_s` per worker and
+        once at a time, so probes hitting /health often never load the providers."""
+        if time.monotonic() - self._health_at > max_age_s:
+            if self._health_check is None:
+                self._health_check = asyncio.ensure_future(self._check_health())
+            await asyncio.shield(self._health_check)
+        return self._health
+
+    async def _check_health(self) -> None:
+        try:
             results = await asyncio.gather(*(p.health() for p in self.providers.values()))
             self._health = dict(zip(self.providers, results, strict=True))
             self._health_at = time.monotonic()
-        return self._health
+        finally:
+            self._health_check = None
 
     async def close(self) -> None:
         await asyncio.gather(*(p.close() for p in self.providers.values()), return_exceptions=True)

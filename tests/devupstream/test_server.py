@@ -20,7 +20,6 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import openai
@@ -28,6 +27,7 @@ import pytest
 from openai.types.chat import ChatCompletionFunctionToolParam, ChatCompletionMessageParam
 
 from tests.support.openapi import validate
+from tests.support.procs import Upstream, free_port
 
 GREETING = "Hello from the GhostLLM development upstream. You said:"
 USER: list[ChatCompletionMessageParam] = [
@@ -69,25 +69,8 @@ WEATHER_ARGS = {"city": "What is the weather in Paris", "days": 1, "metric": Tru
 TIME_ARGS = {"zone": "What is the weather in Paris", "precise": True}
 
 
-@dataclass
-class Upstream:
-    port: int
-    process: subprocess.Popen[bytes]
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _start(*extra: str) -> Upstream:
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "ghostllm.devupstream", "--port", str(port), *extra],
         stdout=subprocess.PIPE,
@@ -125,14 +108,14 @@ def upstream() -> Iterator[Upstream]:
     try:
         yield server
     finally:
-        code = _stop(server.process)
+        code = _stop(server.proc)
     assert code == 0, f"dev upstream exited with {code} on SIGTERM"
 
 
 @pytest.fixture(scope="module")
 def client(upstream: Upstream) -> Iterator[openai.OpenAI]:
     # Shadows the gateway client of tests/conftest.py: these tests talk to the upstream directly.
-    with openai.OpenAI(base_url=f"{upstream.base}/v1", api_key="x", max_retries=0, timeout=5) as c:
+    with openai.OpenAI(base_url=f"{upstream.url}/v1", api_key="x", max_retries=0, timeout=5) as c:
         yield c
 
 
@@ -143,7 +126,7 @@ def _http(
     upstream: Upstream, method: str, path: str, body: object = None, headers: dict[str, str] | None = None
 ) -> tuple[int, dict[str, str], bytes]:
     data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
-    request = urllib.request.Request(upstream.base + path, data=data, method=method, headers=headers or {})
+    request = urllib.request.Request(upstream.url + path, data=data, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
             return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
@@ -584,11 +567,11 @@ def test_chunk_delay_flag_and_sigint() -> None:
     server = _start("--chunk-delay-ms", "20")
     try:
         started = time.monotonic()
-        with openai.OpenAI(base_url=f"{server.base}/v1", api_key="x", max_retries=0, timeout=5) as client:
+        with openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0, timeout=5) as client:
             chunks = _chat_stream(client, model="m", messages=USER, max_tokens=3)
         # Role chunk, three words, finish chunk and [DONE]: five pauses between six events.
         assert len(chunks) == 5 and time.monotonic() - started >= 0.1
         assert _stats(server)["completed_streams"] == 1
     finally:
-        code = _stop(server.process, signal.SIGINT)
+        code = _stop(server.proc, signal.SIGINT)
     assert code == 0

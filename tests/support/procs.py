@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -127,21 +127,25 @@ SCENARIO_MODELS = (
 )
 
 
+def server_config(tmp: Path, workers: int, **server: Any) -> dict[str, Any]:
+    """A `server` section on free loopback ports, its run directory under `tmp`."""
+    return {
+        "host": "127.0.0.1",
+        "rest_port": free_port(),
+        "grpc_port": free_port(),
+        "admin_port": free_port(),
+        "workers": workers,
+        "worker_base_port": free_port_block(workers),
+        "run_dir": str(tmp / "run"),
+        **server,
+    }
+
+
 def stack_config(upstream_port: int, tmp: Path, *, workers: int = 2, **server: Any) -> dict[str, Any]:
     base_url = f"http://127.0.0.1:{upstream_port}/v1"
     all_caps = ["chat", "streaming", "functions", "vision", "completions", "embeddings"]
     return {
-        "server": {
-            "host": "127.0.0.1",
-            "rest_port": free_port(),
-            "grpc_port": free_port(),
-            "admin_port": free_port(),
-            "workers": workers,
-            "worker_base_port": free_port_block(workers),
-            "run_dir": str(tmp / "run"),
-            "shutdown_grace_s": 20,
-            **server,
-        },
+        "server": server_config(tmp, workers, **{"shutdown_grace_s": 20, **server}),
         "providers": [
             {"id": "dev", "type": "openai", "base_url": base_url, "api_key_env": "GHOSTLLM_TEST_UPSTREAM_KEY"},
             {"id": "dev-short", "type": "openai", "base_url": base_url, "timeout_s": 1.0},
@@ -174,7 +178,6 @@ class Stack:
     config: dict[str, Any]
     upstream_port: int
     log: Path
-    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def rest_port(self) -> int:
@@ -208,7 +211,7 @@ def start_stack(config: dict[str, Any], upstream_port: int, tmp: Path) -> Stack:
     log = tmp / "serve.log"
     env = {"GHOSTLLM_TEST_UPSTREAM_KEY": "sk-upstream-secret"}
     proc = start([sys.executable, "-m", "ghostllm", "serve", "-c", str(path)], log, env)
-    stack = Stack(proc, config, upstream_port, log, env)
+    stack = Stack(proc, config, upstream_port, log)
     deadline = time.monotonic() + 30
     while b"GhostLLM ready" not in log.read_bytes():
         if proc.poll() is not None or time.monotonic() > deadline:
