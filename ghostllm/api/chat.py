@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from google.api import httpbody_pb2
 
 from ghostllm.api.context import call_of
-from ghostllm.api.relay import client_chunk, json_body, sse_stream
+from ghostllm.api.relay import client_chunk, json_body, sse_stream, whole
 from ghostllm.api.status import Context, streaming, unary
 from ghostllm.protocol.chat import chat_chunk_to_proto, chat_completion_to_proto, chat_request_to_openai
 from ghostllm.protocol.common import from_upstream, wants_stream, wants_usage
@@ -61,3 +61,10 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             route.provider.stream_chat(body, call_of(context)), route.model.id, wants_usage(request)
         ):
             yield message
+
+    @unary
+    async def ChatCompletionsHttpUnary(
+        self, request: chat_pb2.ChatCompletionRequest, context: Context
+    ) -> httpbody_pb2.HttpBody:
+        # Errors abort inside the streaming bridge, with their status already set.
+        return await whole(self.ChatCompletionsHttp(request, context))

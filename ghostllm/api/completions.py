@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from google.api import httpbody_pb2
 
 from ghostllm.api.context import call_of
-from ghostllm.api.relay import json_body, sse_stream
+from ghostllm.api.relay import json_body, sse_stream, whole
 from ghostllm.api.status import Context, streaming, unary
 from ghostllm.protocol.common import from_upstream, wants_stream, wants_usage
 from ghostllm.protocol.completions import completion_request_to_openai, completion_to_proto
@@ -46,3 +46,10 @@ class CompletionService(completions_pb2_grpc.CompletionServiceServicer):
         stream = route.provider.stream_completion(body, call_of(context))
         async for message in sse_stream(stream, route.model.id, wants_usage(request)):
             yield message
+
+    @unary
+    async def CompletionsHttpUnary(
+        self, request: completions_pb2.CompletionRequest, context: Context
+    ) -> httpbody_pb2.HttpBody:
+        # Errors abort inside the streaming bridge, with their status already set.
+        return await whole(self.CompletionsHttp(request, context))

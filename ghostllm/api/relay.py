@@ -53,6 +53,16 @@ def sse_events(batch: Batch, model: str, include_usage: bool) -> bytes:
     return bytes(out)
 
 
+async def whole(messages: AsyncIterator[httpbody_pb2.HttpBody]) -> httpbody_pb2.HttpBody:
+    """A bridge's answer as one message, for the unary REST bridges. stream:false
+    is one message already; stream:true only arrives there when Envoy's check for
+    it was fooled (an escaped key, say), and then gets all its events in one body."""
+    parts = [message async for message in messages]
+    if len(parts) == 1:
+        return parts[0]
+    return httpbody_pb2.HttpBody(content_type=EVENT_STREAM, data=b"".join(part.data for part in parts))
+
+
 async def sse_stream(
     stream: AsyncIterator[Batch], model: str, include_usage: bool
 ) -> AsyncIterator[httpbody_pb2.HttpBody]:

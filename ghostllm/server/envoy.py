@@ -70,7 +70,7 @@ def render_envoy_config(config: Config, worker_ports: list[int]) -> dict[str, An
         grpc_port=s.grpc_port,
         stream_idle_timeout=_seconds(s.stream_idle_timeout_s),
         route_timeout=_seconds(s.request_timeout_s),
-        lua_file=str(ENVOY_DIR / "errors.lua"),
+        lua_file=str(ENVOY_DIR / "rest.lua"),
         descriptor=str(DESCRIPTOR),
         max_request_bytes=s.max_request_bytes,
         # Responses are streamed, but non-streaming answers are buffered whole.

@@ -10,7 +10,7 @@ import subprocess
 import openai
 import pytest
 
-from tests.support.http import request, upstream_last_request
+from tests.support.http import envoy_counter, request, upstream_last_request
 from tests.support.openapi import validate
 from tests.support.procs import Stack
 
@@ -76,6 +76,40 @@ def test_stream_wire_format(stack: Stack) -> None:
     # Usage was asked upstream (to account every token) but the client did not ask for it.
     assert all("usage" not in json.loads(e) for e in events[:-1])
     assert upstream_last_request(stack.upstream_url)["body"]["stream_options"] == {"include_usage": True}
+
+
+def test_stream_flag_spellings(stack: Stack) -> None:
+    """Envoy sends stream:false to a unary bridge by looking for a plain "stream": true
+    in the body; every other spelling still gets the answer its JSON means."""
+    url = stack.base_url + "/chat/completions"
+    messages = json.dumps(HELLO)
+    streamed = [
+        '{"model": "dev-echo", "stream" :\n true, "messages": %s}',
+        '{"model": "dev-echo", "\\u0073tream": true, "messages": %s}',
+    ]
+    for raw in streamed:
+        reply = request(url, (raw % messages).encode())
+        assert reply.status == 200 and reply.headers["content-type"] == "text/event-stream", raw
+        events = reply.events()
+        assert events[-1] == "[DONE]"
+        for e in events[:-1]:
+            validate("CreateChatCompletionStreamResponse", json.loads(e))
+    schema = {"name": "s", "schema": {"type": "object", "properties": {"stream": True}}}
+    for body in [
+        {"model": "dev-echo", "messages": HELLO, "stream": False},
+        {"model": "dev-echo", "messages": HELLO, "response_format": {"type": "json_schema", "json_schema": schema}},
+    ]:
+        reply = request(url, body)
+        assert reply.status == 200 and reply.headers["content-type"] == "application/json", body
+        validate("CreateChatCompletionResponse", reply.json())
+    # A failing Lua script leaves every request on the streaming bridge, which still answers.
+    assert envoy_counter(stack.admin_url, "http.ghostllm.lua.errors") == 0
+
+
+def test_unary_bridge_is_not_public(stack: Stack) -> None:
+    reply = request(stack.base_url.removesuffix("/v1") + "/_ghostllm/unary/v1/chat/completions", {"model": "dev-echo"})
+    assert reply.status == 404
+    validate("ErrorResponse", reply.json())
 
 
 def test_stream_include_usage(client: openai.OpenAI, stack: Stack) -> None:

@@ -49,3 +49,9 @@ def upstream_last_request(upstream_url: str) -> Any:
 
 def upstream_stats(upstream_url: str) -> Any:
     return request(upstream_url + "/_dev/stats").json()
+
+
+def envoy_counter(admin_url: str, name: str) -> int:
+    """One of Envoy's counters, from its admin interface."""
+    text = request(f"{admin_url}/stats?filter=^{name}$").body.decode()
+    return int(text.split(": ")[1]) if text else 0

@@ -193,6 +193,10 @@ class Stack:
         return f"{scheme}://localhost:{self.rest_port}/v1"
 
     @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.config['server']['admin_port']}"
+
+    @property
     def upstream_url(self) -> str:
         return f"http://127.0.0.1:{self.upstream_port}"
 

@@ -50,6 +50,11 @@ class ChatServiceStub:
                 request_serializer=ghostllm_dot_v1_dot_chat__pb2.ChatCompletionRequest.SerializeToString,
                 response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
                 _registered_method=True)
+        self.ChatCompletionsHttpUnary = channel.unary_unary(
+                '/ghostllm.v1.ChatService/ChatCompletionsHttpUnary',
+                request_serializer=ghostllm_dot_v1_dot_chat__pb2.ChatCompletionRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
 
 
 class ChatServiceServicer:
@@ -76,6 +81,17 @@ class ChatServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ChatCompletionsHttpUnary(self, request, context):
+        """The REST bridge for stream:false, where Envoy's Lua filter sends such
+        requests: a unary answer leaves the worker in one write (headers, body,
+        status), so a worker that dies mid-answer has sent nothing and Envoy retries
+        the request on another worker instead of cutting a response it had begun.
+        Clients cannot call this path directly.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ChatServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -91,6 +107,11 @@ def add_ChatServiceServicer_to_server(servicer, server):
             ),
             'ChatCompletionsHttp': grpc.unary_stream_rpc_method_handler(
                     servicer.ChatCompletionsHttp,
+                    request_deserializer=ghostllm_dot_v1_dot_chat__pb2.ChatCompletionRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'ChatCompletionsHttpUnary': grpc.unary_unary_rpc_method_handler(
+                    servicer.ChatCompletionsHttpUnary,
                     request_deserializer=ghostllm_dot_v1_dot_chat__pb2.ChatCompletionRequest.FromString,
                     response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
             ),
@@ -174,6 +195,33 @@ class ChatService:
             request,
             target,
             '/ghostllm.v1.ChatService/ChatCompletionsHttp',
+            ghostllm_dot_v1_dot_chat__pb2.ChatCompletionRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChatCompletionsHttpUnary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ghostllm.v1.ChatService/ChatCompletionsHttpUnary',
             ghostllm_dot_v1_dot_chat__pb2.ChatCompletionRequest.SerializeToString,
             google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
             options,

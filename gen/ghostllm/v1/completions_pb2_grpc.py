@@ -45,6 +45,11 @@ class CompletionServiceStub:
                 request_serializer=ghostllm_dot_v1_dot_completions__pb2.CompletionRequest.SerializeToString,
                 response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
                 _registered_method=True)
+        self.CompletionsHttpUnary = channel.unary_unary(
+                '/ghostllm.v1.CompletionService/CompletionsHttpUnary',
+                request_serializer=ghostllm_dot_v1_dot_completions__pb2.CompletionRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
 
 
 class CompletionServiceServicer:
@@ -63,6 +68,13 @@ class CompletionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CompletionsHttpUnary(self, request, context):
+        """stream:false, unary for the reason ChatService.ChatCompletionsHttpUnary gives.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CompletionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -73,6 +85,11 @@ def add_CompletionServiceServicer_to_server(servicer, server):
             ),
             'CompletionsHttp': grpc.unary_stream_rpc_method_handler(
                     servicer.CompletionsHttp,
+                    request_deserializer=ghostllm_dot_v1_dot_completions__pb2.CompletionRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'CompletionsHttpUnary': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompletionsHttpUnary,
                     request_deserializer=ghostllm_dot_v1_dot_completions__pb2.CompletionRequest.FromString,
                     response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
             ),
@@ -129,6 +146,33 @@ class CompletionService:
             request,
             target,
             '/ghostllm.v1.CompletionService/CompletionsHttp',
+            ghostllm_dot_v1_dot_completions__pb2.CompletionRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompletionsHttpUnary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ghostllm.v1.CompletionService/CompletionsHttpUnary',
             ghostllm_dot_v1_dot_completions__pb2.CompletionRequest.SerializeToString,
             google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
             options,

@@ -35,6 +35,8 @@ class CompletionServiceStub:
     CreateCompletion: _grpc.UnaryUnaryMultiCallable[_completions_pb2.CompletionRequest, _completions_pb2.Completion]
     CompletionsHttp: _grpc.UnaryStreamMultiCallable[_completions_pb2.CompletionRequest, _httpbody_pb2.HttpBody]
     """The REST bridge, JSON or SSE like ChatService.ChatCompletionsHttp."""
+    CompletionsHttpUnary: _grpc.UnaryUnaryMultiCallable[_completions_pb2.CompletionRequest, _httpbody_pb2.HttpBody]
+    """stream:false, unary for the reason ChatService.ChatCompletionsHttpUnary gives."""
 
 @_typing.type_check_only
 class CompletionServiceAsyncStub(CompletionServiceStub):
@@ -42,6 +44,8 @@ class CompletionServiceAsyncStub(CompletionServiceStub):
     CreateCompletion: _aio.UnaryUnaryMultiCallable[_completions_pb2.CompletionRequest, _completions_pb2.Completion]  # type: ignore[assignment]
     CompletionsHttp: _aio.UnaryStreamMultiCallable[_completions_pb2.CompletionRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
     """The REST bridge, JSON or SSE like ChatService.ChatCompletionsHttp."""
+    CompletionsHttpUnary: _aio.UnaryUnaryMultiCallable[_completions_pb2.CompletionRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
+    """stream:false, unary for the reason ChatService.ChatCompletionsHttpUnary gives."""
 
 class CompletionServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -58,5 +62,13 @@ class CompletionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_httpbody_pb2.HttpBody], _abc.AsyncIterator[_httpbody_pb2.HttpBody]]:
         """The REST bridge, JSON or SSE like ChatService.ChatCompletionsHttp."""
+
+    @_abc_1.abstractmethod
+    def CompletionsHttpUnary(
+        self,
+        request: _completions_pb2.CompletionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_httpbody_pb2.HttpBody, _abc.Awaitable[_httpbody_pb2.HttpBody]]:
+        """stream:false, unary for the reason ChatService.ChatCompletionsHttpUnary gives."""
 
 def add_CompletionServiceServicer_to_server(servicer: CompletionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,4 +1,10 @@
--- OpenAI-shaped errors for REST clients, from the gRPC status the workers return.
+-- Envoy's Lua filter: which bridge a REST request takes, and OpenAI-shaped
+-- errors for REST clients from the gRPC status the workers return.
+--
+-- stream:false chat and text completions go to the unary REST bridges (see
+-- chat.proto for why). Only a plain "stream": true keeps a request on the
+-- streaming bridge, which serves both modes, so a misjudged body still gets a
+-- right answer. Clients cannot call the unary paths themselves.
 --
 -- A worker that fails a call aborts it with a gRPC code plus trailing metadata:
 -- ghostllm-http-status (the HTTP status a REST client must see) and
@@ -32,10 +38,27 @@ local function percent_decode(s)
   return (string.gsub(s, "%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
 end
 
+local UNARY_PREFIX = "/_ghostllm/unary"
+local UNARY_BRIDGE = {["/v1/chat/completions"] = true, ["/v1/completions"] = true}
+
 function envoy_on_request(handle)
-  local ct = handle:headers():get("content-type") or ""
+  local headers = handle:headers()
+  local ct = headers:get("content-type") or ""
   if string.sub(ct, 1, 16) == "application/grpc" then
     handle:streamInfo():dynamicMetadata():set("ghostllm", "grpc", "1")
+    return
+  end
+  local path = headers:get(":path")
+  if string.sub(path, 1, #UNARY_PREFIX) == UNARY_PREFIX then
+    handle:respond({[":status"] = "404"}, "")
+    return
+  end
+  if UNARY_BRIDGE[path] and headers:get(":method") == "POST" then
+    local body = handle:body()
+    if body == nil or not string.find(body:getBytes(0, body:length()), '"stream"%s*:%s*true') then
+      -- The header map fetched before body() is out of scope once it yields.
+      handle:headers():replace(":path", UNARY_PREFIX .. path)
+    end
   end
 end
 
