@@ -45,7 +45,9 @@ class WrkResult:
 
 
 def wrk_binary() -> str:
-    found = shutil.which("wrk") or "/usr/bin/wrk"
+    found = shutil.which("wrk")
+    if found is None:
+        raise RuntimeError("wrk is not installed (Debian/Ubuntu: apt-get install wrk)")
     return found
 
 

@@ -55,7 +55,8 @@ function envoy_on_request(handle)
   end
   if UNARY_BRIDGE[path] and headers:get(":method") == "POST" then
     local body = handle:body()
-    if body == nil or not string.find(body:getBytes(0, body:length()), '"stream"%s*:%s*true') then
+    local text = body and body:getBytes(0, body:length()) or ""
+    if not (string.find(text, '"stream"', 1, true) and string.find(text, '"stream"%s*:%s*true')) then
       -- The header map fetched before body() is out of scope once it yields.
       handle:headers():replace(":path", UNARY_PREFIX .. path)
     end
