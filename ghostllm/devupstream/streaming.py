@@ -80,10 +80,12 @@ def chat_events(gen: Generation, include_usage: bool) -> list[bytes]:
         )
         for i, (delta, finish) in _interleave([_chat_deltas(c) for c in gen.choices])
     ]
-    if include_usage:
-        events.append(event({**head, "choices": [], "usage": usage(gen.prompt_tokens, gen.completion_tokens)}))
-    events.append(DONE)
-    return events
+    ending = (
+        [event({**head, "choices": [], "usage": usage(gen.prompt_tokens, gen.completion_tokens)})]
+        if include_usage
+        else []
+    )
+    return _ended(events, ending)
 
 
 def completion_events(gen: Generation, include_usage: bool) -> list[bytes]:
@@ -104,7 +106,16 @@ def completion_events(gen: Generation, include_usage: bool) -> list[bytes]:
         )
         for i, (text, finish) in _interleave(per_choice)
     ]
-    if include_usage:
-        events.append(event({**head, **tail, "choices": [], "usage": usage(gen.prompt_tokens, gen.completion_tokens)}))
-    events.append(DONE)
-    return events
+    ending = (
+        [event({**head, **tail, "choices": [], "usage": usage(gen.prompt_tokens, gen.completion_tokens)})]
+        if include_usage
+        else []
+    )
+    return _ended(events, ending)
+
+
+def _ended(events: list[bytes], ending: list[bytes]) -> list[bytes]:
+    """A real server sends the usage chunk and [DONE] right after the last generated
+    chunk, in one write, not a token interval later (paced streams would otherwise
+    be a chunk longer for every client that asks for usage, as the gateway always does)."""
+    return [*events[:-1], b"".join([events[-1], *ending, DONE])]

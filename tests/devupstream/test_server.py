@@ -540,6 +540,24 @@ def test_client_disconnect_cancels_stream(upstream: Upstream) -> None:
     assert after["completed_streams"] == before["completed_streams"]
 
 
+def test_paced_stream_ends_in_one_write(upstream: Upstream) -> None:
+    """Only generated chunks are paced: the usage chunk and [DONE] come with the last one."""
+    body = {"model": "slow-chunks-50", "messages": USER, "stream": True, "stream_options": {"include_usage": True}}
+    with _raw_request(upstream, body) as sock:
+        raw = _read_all_until(sock, b"0\r\n\r\n")
+    http_chunks = raw.split(b"\r\n\r\n", 1)[1].split(b"\r\n")[1::2]
+    last_write = [e for e in http_chunks if e][-1]
+    assert b'"finish_reason":"stop"' in last_write and b'"usage":{' in last_write
+    assert last_write.endswith(b"data: [DONE]\n\n")
+
+
+def _read_all_until(sock: socket.socket, end: bytes) -> bytes:
+    raw = b""
+    while not raw.endswith(end):
+        raw += sock.recv(65536)
+    return raw
+
+
 def test_keep_alive_and_pipelining(upstream: Upstream) -> None:
     request = b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n"
     with socket.create_connection(("127.0.0.1", upstream.port), timeout=5) as sock:
