@@ -260,7 +260,8 @@ def streaming(stack: Stack, paced: Upstream, d: Durations, tmp: Path) -> dict[st
     ]
     section(
         table(
-            f"3. streaming  ({STREAMS} concurrent SSE clients in their own process, {d.stream_s:g}s window; "
+            f"3. streaming  ({STREAMS} concurrent SSE clients in their own process, starts spread over the "
+            f"{d.stream_warmup_s:g}s warm-up, {d.stream_s:g}s window; "
             f"upstream paced {CHUNK_DELAY_MS:g} ms/chunk)",
             [
                 "target",

@@ -75,9 +75,18 @@ def _has_content(payload: bytes) -> bool:
 
 
 async def _client_loop(
-    session: aiohttp.ClientSession, url: str, body: bytes, window: _Window, tally: _Tally, done: asyncio.Event
+    session: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    window: _Window,
+    tally: _Tally,
+    done: asyncio.Event,
+    start_after: float,
 ) -> None:
     headers = {"content-type": "application/json", "accept": "text/event-stream"}
+    # Streams of equal length started together would stay in lock-step and arrive
+    # as one burst every stream; real clients come and go at independent times.
+    await asyncio.sleep(start_after)
     while not done.is_set():
         t0 = time.perf_counter()
         counted = window.inside(t0)
@@ -128,7 +137,10 @@ async def _client(url: str, model: str, concurrency: int, warmup: float, duratio
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
     timeout = aiohttp.ClientTimeout(total=30)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        tasks = [asyncio.create_task(_client_loop(session, url, body, window, tally, done)) for _ in range(concurrency)]
+        tasks = [
+            asyncio.create_task(_client_loop(session, url, body, window, tally, done, warmup * i / concurrency))
+            for i in range(concurrency)
+        ]
         try:
             await asyncio.sleep(warmup)
             window.start = time.perf_counter()
