@@ -88,6 +88,20 @@ def test_sigterm_during_stream_completes_it(own_stack: Stack) -> None:
     assert own_stack.proc.wait(30) == 0
 
 
+def test_worker_crash_mid_stream_is_an_error(own_stack: Stack) -> None:
+    """A stream cut by a dying worker must not look like a short, complete answer."""
+    client = openai.OpenAI(base_url=own_stack.base_url, api_key="x", max_retries=0)
+    stream = client.chat.completions.create(
+        model="slow-chunks-100", messages=[{"role": "user", "content": "finish me"}], stream=True
+    )
+    chunks = iter(stream)
+    assert next(chunks).choices[0].delta.role == "assistant"
+    for index in range(2):  # whichever worker serves the stream
+        os.kill(own_stack.worker_pid(index), signal.SIGKILL)
+    with pytest.raises(openai.APIConnectionError):
+        list(chunks)
+
+
 def test_client_disconnect_cancels_upstream(stack: Stack) -> None:
     request(stack.upstream_url + "/_dev/reset", b"")
     conn = http.client.HTTPConnection("127.0.0.1", stack.rest_port, timeout=10)
