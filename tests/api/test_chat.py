@@ -106,6 +106,16 @@ def test_stream_flag_spellings(stack: Stack) -> None:
     assert envoy_counter(stack.admin_url, "http.ghostllm.lua.errors") == 0
 
 
+def test_large_prompt_and_answer(client: openai.OpenAI) -> None:
+    """Bodies past Envoy's 1 MiB connection buffers, both ways, in both modes (the echo repeats the prompt)."""
+    big = "x" * (3 * 1024 * 1024)
+    messages = [{"role": "user", "content": big}]
+    answer = client.chat.completions.create(model="dev-echo", messages=messages).choices[0].message.content
+    assert answer is not None and answer.endswith(big)
+    chunks = client.chat.completions.create(model="dev-echo", messages=messages, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).endswith(big)
+
+
 def test_unary_bridge_is_not_public(stack: Stack) -> None:
     reply = request(stack.base_url.removesuffix("/v1") + "/_ghostllm/unary/v1/chat/completions", {"model": "dev-echo"})
     assert reply.status == 404
