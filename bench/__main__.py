@@ -25,6 +25,7 @@ from typing import Any
 from bench import cpu, report
 from bench.procs import PACED_MODEL, Stack, stack_config, start_stack
 from bench.report import ratio, section, table
+from bench.soak import soak
 from bench.streaming import StreamResult, run_streams
 from bench.wrk import WrkResult, run_wrk
 from tests.support.procs import Upstream, dev_upstream
@@ -381,6 +382,8 @@ def run(args: argparse.Namespace) -> int:
             ]
             if not args.skip_stream:
                 parts.append(("streaming", lambda: streaming(stack, paced, d, tmp)))
+            if args.soak:
+                parts.append(("soak", lambda: soak(stack, args.soak, tmp)))
             rss_start = cpu.all_rss_mb(stack.gateway_pids)
             for name, part in parts:
                 try:
@@ -429,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="short runs, for a smoke test")
     parser.add_argument("--workers", type=int, default=0, help="worker processes (default 0: derived from the cores)")
     parser.add_argument("--skip-stream", action="store_true", help="skip the streaming part")
+    parser.add_argument("--soak", type=float, default=0, metavar="SECONDS", help="add a mixed-load soak this long")
     return run(parser.parse_args(argv))
 
 
