@@ -161,11 +161,14 @@ def _raw_request(upstream: Upstream, body: object, path: str = "/v1/chat/complet
     return sock
 
 
-def _read_all(sock: socket.socket) -> bytes:
-    parts = []
+def _read_all(sock: socket.socket, until: bytes | None = None) -> bytes:
+    """Everything until the peer closes, or until the bytes end with `until` (kept-alive connections)."""
+    raw = b""
     while chunk := sock.recv(65536):
-        parts.append(chunk)
-    return b"".join(parts)
+        raw += chunk
+        if until is not None and raw.endswith(until):
+            break
+    return raw
 
 
 def _sse_payloads(lines: Iterator[str]) -> list[Any]:
@@ -544,18 +547,11 @@ def test_paced_stream_ends_in_one_write(upstream: Upstream) -> None:
     """Only generated chunks are paced: the usage chunk and [DONE] come with the last one."""
     body = {"model": "slow-chunks-50", "messages": USER, "stream": True, "stream_options": {"include_usage": True}}
     with _raw_request(upstream, body) as sock:
-        raw = _read_all_until(sock, b"0\r\n\r\n")
+        raw = _read_all(sock, until=b"0\r\n\r\n")
     http_chunks = raw.split(b"\r\n\r\n", 1)[1].split(b"\r\n")[1::2]
     last_write = [e for e in http_chunks if e][-1]
     assert b'"finish_reason":"stop"' in last_write and b'"usage":{' in last_write
     assert last_write.endswith(b"data: [DONE]\n\n")
-
-
-def _read_all_until(sock: socket.socket, end: bytes) -> bytes:
-    raw = b""
-    while not raw.endswith(end):
-        raw += sock.recv(65536)
-    return raw
 
 
 def test_keep_alive_and_pipelining(upstream: Upstream) -> None:
