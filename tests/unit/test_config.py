@@ -9,7 +9,7 @@ import pytest
 from ghostllm.config import load_config, parse_config
 from ghostllm.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 BASE = {
     "providers": [{"id": "my-openai", "type": "openai", "base_url": "https://example.test/v1", "api_key_env": "K"}],
