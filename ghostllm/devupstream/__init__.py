@@ -34,6 +34,18 @@ Failure scenarios, chosen by the request's ``model`` (chat, completions and embe
 ``slow-chunks-<ms>``
     stream=true: at least 20 content chunks with that pause between chunks (for disconnect
     and shutdown tests); stream=false: a normal answer.
+``wrong-shape``
+    A 200 of valid JSON without the types clients rely on: chat ``{"choices":[{"index":"a",
+    "message":"oops"}]}`` (streamed: one event with ``"delta":"oops"``, then ``[DONE]``),
+    completions the same with ``"text":"oops"``, embeddings ``"data":"oops"``.
+``oversized-<MiB>``, ``oversized-chunked-<MiB>``
+    A well-formed 200 answer of exactly that many MiB (1 to 1024; the first choice's text or
+    the first embedding is padded), with a content-length, or chunked without one; streamed,
+    one event that large, then ``[DONE]``. It is written as the client reads it, so a client
+    that stops at its limit costs the upstream no memory.
+``long-error-<status>``
+    That status with an OpenAI error body whose message is about 31 KiB (it starts with
+    "Simulated long error" and ends with "(end of the long error)").
 
 Any other model name behaves normally. ``/_dev/stats`` counts a stream as cancelled when its
 client disconnected before ``[DONE]`` (``cancelled_requests`` does the same for waiting

@@ -11,17 +11,16 @@ from typing import Any
 
 import orjson
 
-from ghostllm.devupstream import responses, streaming
+from ghostllm.devupstream import faults, responses, streaming
 from ghostllm.devupstream.generation import BadRequest, Generation, plan_chat, plan_completion
-from ghostllm.devupstream.protocol import LAST_CHUNK, Connection, Request, chunk, head, response
+from ghostllm.devupstream.protocol import JSON, LAST_CHUNK, Connection, Request, chunk, head, response
 from ghostllm.devupstream.scenarios import NORMAL, Kind, Scenario, scenario_for
 from ghostllm.devupstream.stats import Stats
 
 Pending = Coroutine[Any, Any, None] | None
 
-_SSE_HEADERS = (
-    b"content-type: text/event-stream; charset=utf-8\r\ntransfer-encoding: chunked\r\ncache-control: no-cache\r\n"
-)
+_SSE = b"text/event-stream; charset=utf-8"
+_SSE_HEADERS = b"content-type: " + _SSE + b"\r\ntransfer-encoding: chunked\r\ncache-control: no-cache\r\n"
 _BAD_JSON = (
     "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP "
     "library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)"
@@ -29,6 +28,9 @@ _BAD_JSON = (
 _GARBAGE = b"this is not json"
 _CUT_AFTER = 3
 _MODELS_PREFIX = b"/v1/models/"
+_OVERSIZED = (Kind.OVERSIZED, Kind.OVERSIZED_CHUNKED)
+# Oversized answers go out in pieces of this size, each written once the previous one drained.
+_PAD_PIECE = faults.PAD_BYTE * (256 * 1024)
 
 _Planner = Callable[..., Generation]
 
@@ -114,11 +116,17 @@ class App:
         return self._scenario(request, conn, body, scenario, lambda: self._embed(request, conn, body, scenario))
 
     def _embed(self, request: Request, conn: Connection, body: dict[str, Any], scenario: Scenario) -> Pending:
+        if scenario.kind is Kind.WRONG_SHAPE:
+            conn.write(response(200, faults.WRONG_EMBEDDINGS, request.keep_alive))
+            return None
         try:
             obj = responses.embeddings(body)
         except BadRequest as exc:
             self._bad_request(request, conn, exc)
             return None
+        if scenario.kind in _OVERSIZED:
+            obj["data"][0]["embedding"] = faults.PAD
+            return self._oversized(request, conn, obj, scenario, event=False)
         if scenario.kind is Kind.CUT:
             self._cut_json(request, conn, obj)
         else:
@@ -140,12 +148,17 @@ class App:
         self, request: Request, conn: Connection, body: dict[str, Any], planner: _Planner, scenario: Scenario
     ) -> Pending:
         stream = body.get("stream") is True
+        chat = planner is plan_chat
+        if scenario.kind is Kind.WRONG_SHAPE:
+            return self._wrong_shape(request, conn, chat=chat, stream=stream)
         try:
             gen = planner(body, int(time.time()), pad=stream and scenario.kind is Kind.SLOW_CHUNKS)
         except BadRequest as exc:
             self._bad_request(request, conn, exc)
             return None
-        chat = planner is plan_chat
+        if scenario.kind in _OVERSIZED:
+            obj = faults.oversized_answer(gen, chat=chat, stream=stream)
+            return self._oversized(request, conn, obj, scenario, event=stream)
         if not stream:
             obj = responses.chat_completion(gen) if chat else responses.text_completion(gen)
             if scenario.kind is Kind.CUT:
@@ -179,6 +192,9 @@ class App:
             extra = b"retry-after: 7\r\n" if scenario.status == 429 else b""
             self._json(request, conn, scenario.status, responses.simulated_error(scenario.status), extra)
             return None
+        if kind is Kind.LONG_ERROR:
+            self._json(request, conn, scenario.status, faults.long_error(scenario.status))
+            return None
         if kind is Kind.RESET:
             conn.reset()
             return None
@@ -204,6 +220,41 @@ class App:
         pending = then()
         if pending is not None:
             await pending
+
+    def _wrong_shape(self, request: Request, conn: Connection, *, chat: bool, stream: bool) -> Pending:
+        if stream:
+            event = faults.WRONG_CHAT_EVENT if chat else faults.WRONG_COMPLETION_EVENT
+            return self._stream(request, conn, [event, streaming.DONE], self.chunk_delay, None)
+        conn.write(response(200, faults.WRONG_CHAT if chat else faults.WRONG_COMPLETION, request.keep_alive))
+        return None
+
+    def _oversized(
+        self, request: Request, conn: Connection, obj: dict[str, Any], scenario: Scenario, *, event: bool
+    ) -> Pending:
+        """``obj`` padded to the scenario's size: with a content-length, or chunked without one."""
+        prefix, pad, suffix = faults.padded(obj, scenario.size, event=event)
+        chunked = scenario.kind is Kind.OVERSIZED_CHUNKED
+        framing = (
+            b"transfer-encoding: chunked" if chunked else b"content-length: %d" % (len(prefix) + pad + len(suffix))
+        )
+        start = head(
+            200, b"content-type: " + (_SSE if event else JSON) + b"\r\n" + framing + b"\r\n", request.keep_alive
+        )
+        conn.write(start + (chunk(prefix) if chunked else prefix))
+        return self._pad(conn, pad, chunk(suffix) + LAST_CHUNK if chunked else suffix, chunked)
+
+    async def _pad(self, conn: Connection, size: int, end: bytes, chunked: bool) -> None:
+        while size > 0 and not conn.closed:
+            piece = _PAD_PIECE if size >= len(_PAD_PIECE) else _PAD_PIECE[:size]
+            if chunked:
+                conn.write(b"%x\r\n" % len(piece))
+            conn.write(piece)
+            if chunked:
+                conn.write(b"\r\n")
+            size -= len(piece)
+            # The client may stop reading at its limit: never buffer more than the transport's share.
+            await conn.drain()
+        conn.write(end)
 
     def _cut_json(self, request: Request, conn: Connection, obj: object) -> None:
         full = response(200, orjson.dumps(obj), request.keep_alive)

@@ -76,6 +76,7 @@ class Connection(asyncio.Protocol):
         self._queue: deque[Request] = deque()
         self._task: asyncio.Task[None] | None = None
         self._task_keep_alive = True
+        self._drained: asyncio.Future[None] | None = None
         self.closed = False
 
     # asyncio.Protocol
@@ -105,8 +106,18 @@ class Connection(asyncio.Protocol):
         self.closed = True
         self._registry.discard(self)
         self._queue.clear()
+        self.resume_writing()
         if self._task is not None:
             self._task.cancel()
+
+    def pause_writing(self) -> None:
+        if self._drained is None:
+            self._drained = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        drained, self._drained = self._drained, None
+        if drained is not None and not drained.done():
+            drained.set_result(None)
 
     # httptools callbacks
 
@@ -153,6 +164,12 @@ class Connection(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         if not self.closed and self._transport is not None:
             self._transport.write(data)
+
+    async def drain(self) -> None:
+        """Wait until the transport's buffer is below its high-water mark (for answers too large
+        to buffer); returns at once on the fast path, and when the connection is gone."""
+        if self._drained is not None:
+            await self._drained
 
     def close(self) -> None:
         """Close after flushing what was written (a FIN, not a reset)."""

@@ -16,6 +16,10 @@ class Kind(Enum):
     GARBAGE = "garbage-sse"
     CUT = "cut-stream"
     SLOW_CHUNKS = "slow-chunks"
+    WRONG_SHAPE = "wrong-shape"
+    OVERSIZED = "oversized"
+    OVERSIZED_CHUNKED = "oversized-chunked"
+    LONG_ERROR = "long-error"
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,16 +27,31 @@ class Scenario:
     kind: Kind
     status: int = 200
     delay: float = 0.0
+    # OVERSIZED*: the size of the answer's body in bytes.
+    size: int = 0
 
 
 NORMAL = Scenario(Kind.NORMAL)
 
 # Names are checked by prefix first so the hot path (an ordinary model name) costs one call.
-_PREFIXES = ("error-", "slow-", "hang", "reset", "garbage-sse", "cut-stream")
+_PREFIXES = (
+    "error-",
+    "slow-",
+    "hang",
+    "reset",
+    "garbage-sse",
+    "cut-stream",
+    "wrong-shape",
+    "oversized-",
+    "long-error-",
+)
 
 # Streams in the slow-chunks scenario carry at least this many content chunks, so a test has
 # time to disconnect or shut down mid-stream.
 SLOW_CHUNKS_MIN_WORDS = 20
+MIB = 1024 * 1024
+# An oversized answer may be this large at most (the gateway's own limit is 64 MiB or more).
+MAX_OVERSIZED_MIB = 1024
 
 
 def scenario_for(model: object) -> Scenario:
@@ -51,6 +70,19 @@ def _parse(model: str) -> Scenario:
         return Scenario(Kind.GARBAGE)
     if model == "cut-stream":
         return Scenario(Kind.CUT)
+    if model == "wrong-shape":
+        return Scenario(Kind.WRONG_SHAPE)
+    if model.startswith("oversized-"):
+        chunked = model.startswith("oversized-chunked-")
+        mib = _int_suffix(model, "oversized-chunked-" if chunked else "oversized-")
+        if mib is not None and 1 <= mib <= MAX_OVERSIZED_MIB:
+            return Scenario(Kind.OVERSIZED_CHUNKED if chunked else Kind.OVERSIZED, size=mib * MIB)
+        return NORMAL
+    if model.startswith("long-error-"):
+        status = _int_suffix(model, "long-error-")
+        if status is not None and 400 <= status <= 599:
+            return Scenario(Kind.LONG_ERROR, status=status)
+        return NORMAL
     if model.startswith("slow-chunks-"):
         ms = _int_suffix(model, "slow-chunks-")
         return NORMAL if ms is None else Scenario(Kind.SLOW_CHUNKS, delay=ms / 1000)

@@ -124,6 +124,11 @@ SCENARIO_MODELS = (
     "cut-stream",
     "slow-chunks-100",
     "slow-chunks-300",
+    "wrong-shape",
+    # Just over the gateway's answer limit with the default max_request_bytes (64 MiB).
+    "oversized-65",
+    "oversized-chunked-65",
+    "long-error-500",
 )
 
 
