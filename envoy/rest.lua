@@ -11,6 +11,12 @@
 -- ghostllm-error (the OpenAI error body, ASCII JSON). Failed calls carry no
 -- message, so the metadata arrives as response headers (trailers-only). Native
 -- gRPC callers are left untouched.
+--
+-- Before a REST request reaches the transcoder it is checked here: a path or
+-- query that is not UTF-8 once percent-decoded gets 400 (the transcoder would
+-- put the bytes into a proto string, which no worker can decode), and a known
+-- path with the wrong method gets 405 with Allow. These replies are complete
+-- OpenAI error bodies, which the local reply mappers pass through unchanged.
 
 local STATUS_FOR_GRPC = {
   ["1"] = 499, ["2"] = 500, ["3"] = 400, ["4"] = 504, ["5"] = 404, ["6"] = 409,
@@ -38,8 +44,73 @@ local function percent_decode(s)
   return (string.gsub(s, "%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
 end
 
+local function error_body(message, code)
+  return '{"error":{"message":' .. json_string(message) .. ',"type":"invalid_request_error","param":null,"code":"'
+    .. code .. '"}}'
+end
+
+local function reject(handle, status, message, code, extra_headers)
+  local headers = {[":status"] = tostring(status), ["content-type"] = "application/json"}
+  for k, v in pairs(extra_headers or {}) do
+    headers[k] = v
+  end
+  handle:respond(headers, error_body(message, code))
+end
+
+-- Strict UTF-8: no overlong forms, no surrogates, nothing above U+10FFFF.
+local function valid_utf8(s)
+  local i, n = 1, #s
+  while i <= n do
+    local c = string.byte(s, i)
+    if c < 0x80 then
+      i = i + 1
+    else
+      local len
+      if c >= 0xC2 and c <= 0xDF then
+        len = 2
+      elseif c >= 0xE0 and c <= 0xEF then
+        len = 3
+      elseif c >= 0xF0 and c <= 0xF4 then
+        len = 4
+      else
+        return false
+      end
+      if i + len - 1 > n then
+        return false
+      end
+      local c2 = string.byte(s, i + 1)
+      if (c == 0xE0 and c2 < 0xA0) or (c == 0xED and c2 > 0x9F) or (c == 0xF0 and c2 < 0x90)
+        or (c == 0xF4 and c2 > 0x8F) then
+        return false
+      end
+      for j = i + 1, i + len - 1 do
+        local b = string.byte(s, j)
+        if b < 0x80 or b > 0xBF then
+          return false
+        end
+      end
+      i = i + len
+    end
+  end
+  return true
+end
+
 local UNARY_PREFIX = "/_ghostllm/unary"
 local UNARY_BRIDGE = {["/v1/chat/completions"] = true, ["/v1/completions"] = true}
+
+-- The one method each REST path answers (the google.api.http rules in protos/).
+local POST_ONLY = {["/v1/chat/completions"] = true, ["/v1/completions"] = true, ["/v1/embeddings"] = true}
+local GET_ONLY = {["/v1/models"] = true, ["/health"] = true}
+
+local function allowed_method(bare)
+  if POST_ONLY[bare] then
+    return "POST"
+  end
+  if GET_ONLY[bare] or string.sub(bare, 1, 11) == "/v1/models/" then
+    return "GET"
+  end
+  return nil
+end
 
 function envoy_on_request(handle)
   local headers = handle:headers()
@@ -49,11 +120,29 @@ function envoy_on_request(handle)
     return
   end
   local path = headers:get(":path")
-  if string.sub(path, 1, #UNARY_PREFIX) == UNARY_PREFIX then
-    handle:respond({[":status"] = "404"}, "")
+  if (string.find(path, "%", 1, true) or string.find(path, "[\128-\255]")) and not valid_utf8(percent_decode(path)) then
+    reject(handle, 400, "The request path or query string is not valid UTF-8 (after percent-decoding).",
+      "invalid_encoding")
     return
   end
-  if UNARY_BRIDGE[path] and headers:get(":method") == "POST" then
+  local bare = string.match(path, "^[^?#]*")
+  if string.sub(bare, 1, #UNARY_PREFIX) == UNARY_PREFIX then
+    reject(handle, 404, "Unknown path " .. bare .. ".", "not_found")
+    return
+  end
+  local method = headers:get(":method")
+  local allowed = allowed_method(bare)
+  if allowed and method ~= allowed then
+    if method == "HEAD" and allowed == "GET" then
+      -- HEAD is GET without the body, which Envoy leaves out of the answer.
+      headers:replace(":method", "GET")
+    else
+      reject(handle, 405, "Method " .. method .. " is not allowed for " .. bare .. "; use " .. allowed .. ".",
+        "method_not_allowed", {["allow"] = allowed})
+      return
+    end
+  end
+  if UNARY_BRIDGE[bare] and method == "POST" then
     local body = handle:body()
     local text = body and body:getBytes(0, body:length()) or ""
     if not (string.find(text, '"stream"', 1, true) and string.find(text, '"stream"%s*:%s*true')) then
