@@ -22,27 +22,29 @@ lock: $(STAMP)
 	  echo "# Regenerate after changing pyproject.toml: make lock"; \
 	  $(PY) -m pip freeze --exclude-editable | grep -v '^ghostllm'; } > constraints.txt
 
+# $(call protoc,DIR): the stubs, their type stubs and the descriptor set Envoy loads, into DIR.
+protoc = $(PY) -m grpc_tools.protoc -Iprotos -I$(GAPI_INC) -I$(PROTO_INC) \
+	  --python_out=$(1) --grpc_python_out=$(1) \
+	  --plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy --mypy_out=$(1) \
+	  --plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc --mypy_grpc_out=$(1) \
+	  --include_imports --include_source_info --descriptor_set_out=$(1)/ghostllm.pb \
+	  $(PROTOS) > /dev/null && touch $(1)/ghostllm/v1/__init__.py
+
 # Generated code is committed; this rebuilds it byte for byte.
 gen: $(STAMP)
 	rm -rf gen && mkdir -p gen
-	$(PY) -m grpc_tools.protoc -Iprotos -I$(GAPI_INC) -I$(PROTO_INC) \
-	  --python_out=gen --grpc_python_out=gen \
-	  --plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy --mypy_out=gen \
-	  --plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc --mypy_grpc_out=gen \
-	  --include_imports --include_source_info --descriptor_set_out=gen/ghostllm.pb \
-	  $(PROTOS) > /dev/null
-	touch gen/ghostllm/v1/__init__.py
+	$(call protoc,gen)
 
+# Generates into a temporary directory and compares: gen/ itself is never written.
 gen-check: $(STAMP)
-	rm -rf /tmp/ghostllm-gen-check && cp -r gen /tmp/ghostllm-gen-check
-	$(MAKE) --no-print-directory gen
-	diff -r /tmp/ghostllm-gen-check gen > /dev/null || { echo "gen/ is stale: run 'make gen' and commit"; \
-	  rm -rf gen && cp -r /tmp/ghostllm-gen-check gen; exit 1; }
+	@out=$$(mktemp -d) && trap 'rm -rf "$$out"' EXIT && $(call protoc,$$out) && \
+	  { diff -r -x __pycache__ gen "$$out" > /dev/null || { echo "gen/ is stale: run 'make gen' and commit"; exit 1; }; }
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 test: $(STAMP) gen-check lint
 	$(VENV)/bin/pytest -q

@@ -13,7 +13,10 @@ from ghostllm.errors import ConfigError
 
 
 def _config(args: argparse.Namespace) -> Config:
+    from ghostllm.providers.factory import check_provider_types
+
     config = load_config(args.config)
+    check_provider_types(config)
     if getattr(args, "workers", None):
         config = replace(config, server=replace(config.server, workers=args.workers))
     return config
@@ -28,9 +31,12 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    import orjson
+
     from ghostllm.server.worker import run_worker
 
-    run_worker(_config(args), args.port)
+    discovered = orjson.loads(Path(args.discovered).read_bytes()) if args.discovered else None
+    run_worker(_config(args), args.port, discovered)
     return 0
 
 
@@ -82,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="run one worker process (started by serve)")
     with_config(p)
     p.add_argument("--port", type=int, required=True)
+    p.add_argument("--discovered", help="JSON file of the models serve discovered, by provider")
     p.set_defaults(func=_worker)
 
     p = sub.add_parser("dev-upstream", help="run the built-in development upstream (OpenAI wire format)")

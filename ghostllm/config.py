@@ -1,17 +1,28 @@
 """GhostLLM configuration: one YAML file, then environment variables on top.
 
 Secrets never live in the YAML: a provider names the environment variable that
-holds its key (`api_key_env`). Every scalar of the `server` section can be
-overridden with `GHOSTLLM_SERVER_<KEY>` and every provider field with
-`GHOSTLLM_PROVIDER_<ID>_<KEY>` (ID upper-cased, `-` as `_`), so a deployment can
-change ports or base URLs without editing the file.
+holds its key (`api_key_env`). Every value of the `server` section can be
+overridden with `GHOSTLLM_SERVER_<KEY>`, a nested section's with its path
+(`GHOSTLLM_SERVER_TLS_CERT_FILE`, `GHOSTLLM_SERVER_CORS_ALLOW_ORIGINS`), and every
+provider field with `GHOSTLLM_PROVIDER_<ID>_<KEY>` (ID upper-cased, `-` as `_`),
+so a deployment can change ports or base URLs without editing the file. A list
+given in the environment is comma-separated; `id` and mappings (`headers`) are
+YAML only.
+
+The sections are dataclasses and the loader walks their fields generically: a
+new setting is a new field, a new section a new dataclass field. An unknown key
+anywhere is an error that names its path (`server.tls.cert_fil`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
+import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +32,20 @@ from ghostllm.errors import ConfigError
 
 DEFAULT_CONFIG_FILE = "ghostllm.yaml"
 PROVIDER_TYPES = ("openai",)
-CAPABILITIES = ("chat", "streaming", "functions", "vision", "embeddings", "completions")
+
+
+class Capability(StrEnum):
+    """What a model in the catalogue can do (config lists them by these names)."""
+
+    CHAT = "chat"
+    STREAMING = "streaming"
+    FUNCTIONS = "functions"
+    VISION = "vision"
+    EMBEDDINGS = "embeddings"
+    COMPLETIONS = "completions"
+
+
+CAPABILITIES = tuple(c.value for c in Capability)
 
 
 def default_workers() -> int:
@@ -39,6 +63,39 @@ class TLSConfig:
     @property
     def enabled(self) -> bool:
         return bool(self.cert_file and self.key_file)
+
+
+@dataclass(frozen=True)
+class CORSConfig:
+    # Origins browsers may call from (exact, or "*"); empty means CORS is off.
+    allow_origins: tuple[str, ...] = ()
+    allow_methods: tuple[str, ...] = ("GET", "POST", "OPTIONS")
+    # Besides our own, what the openai JS SDK sends from a browser (its x-stainless-*
+    # platform, retry, timeout and helper headers, user-agent, organization/project).
+    allow_headers: tuple[str, ...] = (
+        "authorization",
+        "content-type",
+        "x-request-id",
+        "openai-organization",
+        "openai-project",
+        "user-agent",
+        "x-stainless-arch",
+        "x-stainless-helper-method",
+        "x-stainless-lang",
+        "x-stainless-os",
+        "x-stainless-package-version",
+        "x-stainless-retry-count",
+        "x-stainless-runtime",
+        "x-stainless-runtime-version",
+        "x-stainless-timeout",
+    )
+    expose_headers: tuple[str, ...] = ("x-request-id",)
+    max_age_s: int = 86400
+    allow_credentials: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.allow_origins)
 
 
 @dataclass(frozen=True)
@@ -61,7 +118,10 @@ class ServerConfig:
     envoy_concurrency: int = 1
     run_dir: str = ""
     log_level: str = "INFO"
+    # Envoy's access log: "stdout", "off", or a file path.
+    access_log: str = "stdout"
     tls: TLSConfig = field(default_factory=TLSConfig)
+    cors: CORSConfig = field(default_factory=CORSConfig)
 
     @property
     def worker_count(self) -> int:
@@ -113,7 +173,8 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     providers: tuple[ProviderConfig, ...] = ()
     models: tuple[ModelConfig, ...] = ()
-    source: str = ""
+    # The file it was read from: set by the loader, not a YAML key.
+    source: str = field(default="", metadata={"yaml": False})
 
     def provider(self, provider_id: str) -> ProviderConfig:
         for p in self.providers:
@@ -123,20 +184,22 @@ class Config:
 
 
 def _coerce(value: Any, target: Any, where: str) -> Any:
-    """Convert a YAML or environment value to the dataclass field's type."""
-    if target in (int, "int"):
+    """Convert a YAML or environment scalar to the field's type."""
+    if target is int:
         if isinstance(value, bool):
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         try:
             return int(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
-    if target in (float, "float"):
+    if target is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
         try:
             return float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{where}: expected a number, got {value!r}") from None
-    if target in (bool, "bool"):
+    if target is bool:
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
@@ -144,89 +207,155 @@ def _coerce(value: Any, target: Any, where: str) -> Any:
         if isinstance(value, str) and value.lower() in ("0", "false", "no", "off", ""):
             return False
         raise ConfigError(f"{where}: expected true or false, got {value!r}")
-    if target in (str, "str"):
-        if not isinstance(value, str | int | float):
+    if target is str:
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
         return str(value)
-    return value
+    raise TypeError(f"{where}: unsupported field type {target!r}")
 
 
-def _build(cls: Any, data: Mapping[str, Any], where: str) -> Any:
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _path(where: str, key: object) -> str:
+    return f"{where}.{key}" if where else str(key)
+
+
+def _is_sequence(hint: Any) -> bool:
+    return typing.get_origin(hint) in (tuple, list)
+
+
+def _is_mapping(hint: Any) -> bool:
+    return typing.get_origin(hint) in (dict, Mapping)
+
+
+def _convert(value: Any, hint: Any, where: str) -> Any:
+    """A YAML value as `hint`: dataclasses, tuples/lists and mappings are walked."""
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, {} if value is None else value, where)
+    if _is_sequence(hint):
+        if value is None:
+            value = []
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        items = [_convert(v, typing.get_args(hint)[0], f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if typing.get_origin(hint) is tuple else items
+    if _is_mapping(hint):
+        if value is None:
+            value = {}
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        key_type, value_type = typing.get_args(hint)
+        return {
+            _convert(k, key_type, _path(where, k)): _convert(v, value_type, _path(where, k)) for k, v in value.items()
+        }
+    return _coerce(value, hint, where)
+
+
+def _build(cls: Any, data: Any, where: str) -> Any:
+    """An instance of the dataclass `cls` from the mapping `data` found at `where`."""
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
-    known = {f.name: f for f in fields(cls)}
-    unknown = set(data) - set(known)
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+    known = {f.name: f for f in fields(cls) if f.metadata.get("yaml", True)}
+    unknown = sorted(str(k) for k in data if k not in known)
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
-    kwargs: dict[str, Any] = {}
-    for name, value in data.items():
-        f = known[name]
-        if name == "tls":
-            kwargs[name] = _build(TLSConfig, value or {}, f"{where}.tls")
-        elif name == "capabilities":
-            caps = tuple(str(c) for c in (value or ()))
-            bad = [c for c in caps if c not in CAPABILITIES]
-            if bad:
-                raise ConfigError(f"{where}.capabilities: unknown {bad}; known: {', '.join(CAPABILITIES)}")
-            kwargs[name] = caps
-        elif name == "headers":
-            kwargs[name] = {str(k): str(v) for k, v in (value or {}).items()}
-        else:
-            kwargs[name] = _coerce(value, f.type, f"{where}.{name}")
-    return cls(**kwargs)
+        kind = "key(s)" if where else "section(s)"
+        raise ConfigError(f"unknown {kind} {', '.join(_path(where, k) for k in unknown)}; known: {', '.join(known)}")
+    for f in known.values():
+        if f.name not in data and f.default is MISSING and f.default_factory is MISSING:
+            raise ConfigError(f"{where}: {f.name} is required")
+    hints = _hints(cls)
+    return cls(**{name: _convert(value, hints[name], _path(where, name)) for name, value in data.items()})
 
 
 def _env_key(provider_id: str) -> str:
     return provider_id.upper().replace("-", "_").replace(".", "_")
 
 
+def _from_env(text: str, hint: Any, key: str) -> Any | None:
+    """An environment value as `hint` (a list is comma-separated); None where the
+    field cannot be given in the environment (a mapping, a list of sections)."""
+    if _is_mapping(hint):
+        return None
+    if _is_sequence(hint):
+        item = typing.get_args(hint)[0]
+        if dataclasses.is_dataclass(item) or _is_mapping(item) or _is_sequence(item):
+            return None
+        return _convert([s.strip() for s in text.split(",") if s.strip()], hint, key)
+    return _coerce(text, hint, key)
+
+
 def _apply_env(obj: Any, prefix: str, env: Mapping[str, str]) -> Any:
+    """`obj` with the fields the environment names (`prefix` + KEY) replaced;
+    a nested section's fields are named `prefix` + SECTION_KEY."""
+    hints = _hints(type(obj))
     changes: dict[str, Any] = {}
     for f in fields(obj):
-        key = f"{prefix}{f.name.upper()}"
-        if key in env and f.name not in ("tls", "headers", "capabilities", "id"):
-            changes[f.name] = _coerce(env[key], f.type, key)
-    if isinstance(obj, ServerConfig):
-        tls = _apply_env(obj.tls, f"{prefix}TLS_", env)
-        if tls != obj.tls:
-            changes["tls"] = tls
+        key, hint = f"{prefix}{f.name.upper()}", hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            current = getattr(obj, f.name)
+            updated = _apply_env(current, f"{key}_", env)
+            if updated is not current:
+                changes[f.name] = updated
+        elif key in env and f.name != "id":
+            value = _from_env(env[key], hint, key)
+            if value is not None:
+                changes[f.name] = value
     return replace(obj, **changes) if changes else obj
 
 
-def parse_config(raw: Mapping[str, Any], *, env: Mapping[str, str] | None = None, source: str = "") -> Config:
-    env = os.environ if env is None else env
-    unknown = set(raw) - {"server", "providers", "models"}
-    if unknown:
-        raise ConfigError(f"{source or 'config'}: unknown section(s) {', '.join(sorted(unknown))}")
-    server = _build(ServerConfig, raw.get("server") or {}, "server")
-    server = _apply_env(server, "GHOSTLLM_SERVER_", env)
-
-    providers: list[ProviderConfig] = []
-    for i, item in enumerate(raw.get("providers") or ()):
-        p = _build(ProviderConfig, item, f"providers[{i}]")
+def _validate(config: Config) -> None:
+    """Rules beyond types: required values, references, duplicates, known names."""
+    if not config.server.access_log:
+        raise ConfigError("server.access_log: expected stdout, off or a file path")
+    for i, p in enumerate(config.providers):
         if not p.id:
             raise ConfigError(f"providers[{i}]: id is required")
-        p = _apply_env(p, f"GHOSTLLM_PROVIDER_{_env_key(p.id)}_", env)
         if p.type not in PROVIDER_TYPES:
             raise ConfigError(f"provider {p.id}: unknown type {p.type!r}; known: {', '.join(PROVIDER_TYPES)}")
         if not p.base_url:
             raise ConfigError(f"provider {p.id}: base_url is required")
-        if any(q.id == p.id for q in providers):
+        if any(q.id == p.id for q in config.providers[:i]):
             raise ConfigError(f"provider {p.id}: defined twice")
-        providers.append(p)
-
-    ids = {p.id for p in providers}
-    models: list[ModelConfig] = []
-    for i, item in enumerate(raw.get("models") or ()):
-        m = _build(ModelConfig, item, f"models[{i}]")
+    ids = {p.id for p in config.providers}
+    for i, m in enumerate(config.models):
         if not m.id:
             raise ConfigError(f"models[{i}]: id is required")
+        bad = [c for c in m.capabilities if c not in CAPABILITIES]
+        if bad:
+            raise ConfigError(f"models[{i}].capabilities: unknown {bad}; known: {', '.join(CAPABILITIES)}")
         if m.provider not in ids:
             raise ConfigError(f"model {m.id}: unknown provider {m.provider!r}")
-        if any(q.id == m.id for q in models):
+        if any(q.id == m.id for q in config.models[:i]):
             raise ConfigError(f"model {m.id}: defined twice")
-        models.append(m)
-    return Config(server=server, providers=tuple(providers), models=tuple(models), source=source)
+
+
+def parse_config(raw: Mapping[str, Any], *, env: Mapping[str, str] | None = None, source: str = "") -> Config:
+    env = os.environ if env is None else env
+    config: Config = _build(Config, raw, "")
+    config = replace(
+        config,
+        server=_apply_env(config.server, "GHOSTLLM_SERVER_", env),
+        providers=tuple(_apply_env(p, f"GHOSTLLM_PROVIDER_{_env_key(p.id)}_", env) for p in config.providers),
+        source=source,
+    )
+    _validate(config)
+    return config
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML with YAML 1.2 booleans: only true and false. `access_log: off` or
+    `log_level: no` stay strings; a boolean field still reads on/off/yes/no."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 
 
 def load_config(path: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None) -> Config:
@@ -238,7 +367,7 @@ def load_config(path: str | os.PathLike[str] | None = None, *, env: Mapping[str,
     except OSError as exc:
         raise ConfigError(f"cannot read config file {chosen}: {exc.strerror}") from exc
     try:
-        raw = yaml.safe_load(text) or {}
+        raw = yaml.load(text, Loader=_Loader) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{chosen}: invalid YAML: {exc}") from exc
     if not isinstance(raw, dict):

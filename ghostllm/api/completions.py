@@ -1,55 +1,36 @@
-"""ghostllm.v1.CompletionService: legacy text completions, typed and REST."""
+"""ghostllm.v1.CompletionService: typed gRPC legacy text completions, unary and streaming."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
-from google.api import httpbody_pb2
-
-from ghostllm.api.context import call_of
-from ghostllm.api.relay import json_body, sse_stream, whole
-from ghostllm.api.status import Context, streaming, unary
-from ghostllm.protocol.common import from_upstream, wants_stream, wants_usage
-from ghostllm.protocol.completions import completion_request_to_openai, completion_to_proto
-from ghostllm.providers.base import Json
-from ghostllm.providers.registry import Registry, Route
+from ghostllm.api import typed
+from ghostllm.api.boundary import streaming, unary
+from ghostllm.gateway.context import RequestContext
+from ghostllm.gateway.pipeline import Pipeline
+from ghostllm.protocol.common import Json
+from ghostllm.protocol.completions import check_completion_request, completion_request_from_proto, completion_to_proto
+from ghostllm.protocol.endpoints import Endpoint
 from ghostllm.v1 import completions_pb2, completions_pb2_grpc
+
+Request = completions_pb2.CompletionRequest
+Completion = completions_pb2.Completion
+
+
+def _decoder(request: Request) -> Json:
+    return check_completion_request(completion_request_from_proto(request))
 
 
 class CompletionService(completions_pb2_grpc.CompletionServiceServicer):
-    def __init__(self, registry: Registry) -> None:
-        self.registry = registry
-
-    def _prepare(self, request: completions_pb2.CompletionRequest) -> tuple[Json, Route]:
-        body = completion_request_to_openai(request)
-        route = self.registry.resolve(request.model, "completions")
-        body["model"] = route.model.upstream
-        return body, route
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
 
     @unary
-    async def CreateCompletion(
-        self, request: completions_pb2.CompletionRequest, context: Context
-    ) -> completions_pb2.Completion:
-        body, route = self._prepare(request)
-        data = await route.provider.completion(body, call_of(context))
-        data["model"] = route.model.id
-        return from_upstream(completion_to_proto, data)
+    async def CreateCompletion(self, request: Request, rc: RequestContext) -> Completion:
+        return await typed.answer(
+            self.pipeline, rc, Endpoint.COMPLETIONS, lambda: _decoder(request), completion_to_proto
+        )
 
     @streaming
-    async def CompletionsHttp(
-        self, request: completions_pb2.CompletionRequest, context: Context
-    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
-        body, route = self._prepare(request)
-        if not wants_stream(request):
-            yield json_body(await route.provider.completion(body, call_of(context)), route.model.id)
-            return
-        stream = route.provider.stream_completion(body, call_of(context))
-        async for message in sse_stream(stream, route.model.id, wants_usage(request)):
-            yield message
-
-    @unary
-    async def CompletionsHttpUnary(
-        self, request: completions_pb2.CompletionRequest, context: Context
-    ) -> httpbody_pb2.HttpBody:
-        # Errors abort inside the streaming bridge, with their status already set.
-        return await whole(self.CompletionsHttp(request, context))
+    def StreamCompletion(self, request: Request, rc: RequestContext) -> AsyncGenerator[Completion]:
+        return typed.stream(self.pipeline, rc, Endpoint.COMPLETIONS, lambda: _decoder(request), completion_to_proto)

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-from ghostllm.api.status import Context, unary
-from ghostllm.providers.registry import Registry, Route
+from ghostllm.api.boundary import unary
+from ghostllm.config import Capability
+from ghostllm.gateway.context import RequestContext
+from ghostllm.routing.catalogue import Catalogue, Model
 from ghostllm.v1 import models_pb2, models_pb2_grpc
 
 
-def model_to_proto(route: Route, created: int) -> models_pb2.Model:
-    m = route.model
-    caps = set(m.capabilities)
+def model_to_proto(model: Model, created: int) -> models_pb2.Model:
+    m = model.config
+    caps = model.capabilities
+    provider = model.deployment.provider.id
     out = models_pb2.Model(
         id=m.id,
         object="model",
         created=created,
-        owned_by=m.owned_by or route.provider.id,
-        provider=route.provider.id,
+        owned_by=m.owned_by or provider,
+        provider=provider,
         pricing=models_pb2.ModelPricing(
             input_per_1k=m.input_price_per_1m / 1000,
             output_per_1k=m.output_price_per_1m / 1000,
@@ -23,11 +26,11 @@ def model_to_proto(route: Route, created: int) -> models_pb2.Model:
             output_per_1m=m.output_price_per_1m,
         ),
         capabilities=models_pb2.ModelCapabilities(
-            vision="vision" in caps,
-            functions="functions" in caps,
-            streaming="streaming" in caps,
-            embeddings="embeddings" in caps,
-            completions="completions" in caps,
+            vision=Capability.VISION in caps,
+            functions=Capability.FUNCTIONS in caps,
+            streaming=Capability.STREAMING in caps,
+            embeddings=Capability.EMBEDDINGS in caps,
+            completions=Capability.COMPLETIONS in caps,
         ),
     )
     if m.context_length:
@@ -36,18 +39,18 @@ def model_to_proto(route: Route, created: int) -> models_pb2.Model:
 
 
 class ModelService(models_pb2_grpc.ModelServiceServicer):
-    def __init__(self, registry: Registry) -> None:
-        self.registry = registry
+    def __init__(self, catalogue: Catalogue) -> None:
+        self.catalogue = catalogue
 
     @unary
     async def ListModels(
-        self, request: models_pb2.ListModelsRequest, context: Context
+        self, request: models_pb2.ListModelsRequest, rc: RequestContext
     ) -> models_pb2.ListModelsResponse:
-        created = self.registry.created
+        created = self.catalogue.created
         return models_pb2.ListModelsResponse(
-            object="list", data=[model_to_proto(r, created) for r in self.registry.routes]
+            object="list", data=[model_to_proto(m, created) for m in self.catalogue.models]
         )
 
     @unary
-    async def GetModel(self, request: models_pb2.GetModelRequest, context: Context) -> models_pb2.Model:
-        return model_to_proto(self.registry.resolve(request.model), self.registry.created)
+    async def GetModel(self, request: models_pb2.GetModelRequest, rc: RequestContext) -> models_pb2.Model:
+        return model_to_proto(self.catalogue.resolve(request.model), self.catalogue.created)

@@ -5,7 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from ghostllm.errors import InvalidRequest
-from ghostllm.protocol.common import copy_sampling, copy_stream_options, require_model, usage_to_proto
+from ghostllm.protocol.common import (
+    Json,
+    check_model,
+    check_range,
+    check_sampling,
+    check_type,
+    copy_from_proto,
+    merge_extra,
+    type_error,
+    usage_to_proto,
+)
 from ghostllm.protocol.values import py_to_struct, struct_to_py, value_to_py
 from ghostllm.v1 import chat_pb2, openai_pb2
 
@@ -13,15 +23,12 @@ ROLES = frozenset(("system", "developer", "user", "assistant", "tool", "function
 PART_TYPES = frozenset(("text", "image_url", "input_audio", "file", "refusal"))
 TOOL_CHOICES = frozenset(("none", "auto", "required"))
 RESPONSE_FORMATS = frozenset(("text", "json_object", "json_schema"))
-_CHAT_RANGES = (("max_completion_tokens", 1, 2**31 - 1), ("top_logprobs", 0, 20))
+_CHAT_INTS = (("max_completion_tokens", 1, 2**31 - 1), ("top_logprobs", 0, 20))
 
 
-def _content(msg: openai_pb2.ChatMessage, i: int) -> Any:
-    if not msg.HasField("content"):
-        return None
-    content = value_to_py(msg.content)
+def _check_content(content: Any, i: int) -> None:
     if content is None or isinstance(content, str):
-        return content
+        return
     if not isinstance(content, list):
         raise InvalidRequest(
             "content must be a string, a list of content parts or null", param=f"messages[{i}].content"
@@ -36,18 +43,87 @@ def _content(msg: openai_pb2.ChatMessage, i: int) -> Any:
             image = part.get("image_url")
             if not isinstance(image, dict) or not isinstance(image.get("url"), str):
                 raise InvalidRequest("an image_url part needs image_url.url", param=f"{where}.image_url")
-    return content
 
 
-def _message(msg: openai_pb2.ChatMessage, i: int) -> dict[str, Any]:
-    if msg.role not in ROLES:
+def _check_message(msg: Any, i: int) -> None:
+    if not isinstance(msg, dict):
+        raise type_error(f"messages[{i}]", "an object", msg)
+    role = msg.get("role")
+    if role not in ROLES:
         raise InvalidRequest(
-            f"'{msg.role}' is not a valid role: use one of system, developer, user, assistant, tool",
+            f"'{str(role)[:100]}' is not a valid role: use one of system, developer, user, assistant, tool",
             param=f"messages[{i}].role",
         )
-    out: dict[str, Any] = {"role": msg.role, "content": _content(msg, i)}
-    if out["content"] is None and msg.role not in ("assistant", "function") and not msg.tool_calls:
-        raise InvalidRequest(f"messages[{i}] with role '{msg.role}' needs content", param=f"messages[{i}].content")
+    content = msg.get("content")
+    _check_content(content, i)
+    calls = msg.get("tool_calls")
+    if calls is not None and not (isinstance(calls, list) and all(isinstance(c, dict) for c in calls)):
+        raise InvalidRequest("tool_calls must be a list of objects", param=f"messages[{i}].tool_calls")
+    if content is None and role not in ("assistant", "function") and not calls:
+        raise InvalidRequest(f"messages[{i}] with role '{role}' needs content", param=f"messages[{i}].content")
+    check_type(msg, "name", str, "a string")
+    if role == "tool" and not (isinstance(msg.get("tool_call_id"), str) and msg["tool_call_id"]):
+        raise InvalidRequest("a tool message needs tool_call_id", param=f"messages[{i}].tool_call_id")
+
+
+def _check_tool(tool: Any, i: int) -> None:
+    if not isinstance(tool, dict):
+        raise type_error(f"tools[{i}]", "an object", tool)
+    if tool.get("type", "function") != "function":
+        raise InvalidRequest(f"tool type '{str(tool.get('type'))[:100]}' is not supported", param=f"tools[{i}].type")
+    fn = tool.get("function")
+    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
+        raise InvalidRequest("a tool function needs a name", param=f"tools[{i}].function.name")
+    params = fn.get("parameters")
+    if params is not None and not isinstance(params, dict):
+        raise type_error(f"tools[{i}].function.parameters", "an object", params)
+
+
+def _check_tool_choice(choice: Any) -> None:
+    if isinstance(choice, str) and choice in TOOL_CHOICES:
+        return
+    if isinstance(choice, dict) and isinstance((choice.get("function") or {}).get("name"), str):
+        return
+    raise InvalidRequest(
+        'tool_choice must be \'none\', \'auto\', \'required\' or {"type":"function","function":{"name":...}}',
+        param="tool_choice",
+    )
+
+
+def check_chat_request(body: Json) -> Json:
+    """Validate an OpenAI chat request body; returns it unchanged."""
+    check_model(body)
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("messages must contain at least one message", param="messages")
+    for i, m in enumerate(messages):
+        _check_message(m, i)
+    check_sampling(body)
+    for name, lo, hi in _CHAT_INTS:
+        check_range(body, name, lo, hi, integer=True)
+    for name in ("logprobs", "parallel_tool_calls", "store"):
+        check_type(body, name, bool, "a boolean")
+    for name in ("reasoning_effort", "service_tier"):
+        check_type(body, name, str, "a string")
+    check_type(body, "metadata", dict, "an object")
+    tools = body.get("tools")
+    if tools is not None:
+        if not isinstance(tools, list):
+            raise type_error("tools", "an array", tools)
+        for i, t in enumerate(tools):
+            _check_tool(t, i)
+    if "tool_choice" in body and body["tool_choice"] is not None:
+        _check_tool_choice(body["tool_choice"])
+    fmt = body.get("response_format")
+    if fmt is not None and (not isinstance(fmt, dict) or fmt.get("type") not in RESPONSE_FORMATS):
+        raise InvalidRequest(
+            "response_format.type must be 'text', 'json_object' or 'json_schema'", param="response_format.type"
+        )
+    return body
+
+
+def _message_from_proto(msg: openai_pb2.ChatMessage) -> Json:
+    out: Json = {"role": msg.role, "content": value_to_py(msg.content) if msg.HasField("content") else None}
     if msg.name:
         out["name"] = msg.name
     if msg.tool_calls:
@@ -59,81 +135,49 @@ def _message(msg: openai_pb2.ChatMessage, i: int) -> dict[str, Any]:
             }
             for tc in msg.tool_calls
         ]
-    if msg.role == "tool":
-        if not msg.tool_call_id:
-            raise InvalidRequest("a tool message needs tool_call_id", param=f"messages[{i}].tool_call_id")
+    if msg.tool_call_id:
         out["tool_call_id"] = msg.tool_call_id
     if msg.HasField("refusal"):
         out["refusal"] = msg.refusal
     return out
 
 
-def _tool(tool: openai_pb2.Tool, i: int) -> dict[str, Any]:
-    if (tool.type or "function") != "function":
-        raise InvalidRequest(f"tool type '{tool.type}' is not supported", param=f"tools[{i}].type")
+def _tool_from_proto(tool: openai_pb2.Tool) -> Json:
     fn = tool.function
-    if not fn.name:
-        raise InvalidRequest("a tool function needs a name", param=f"tools[{i}].function.name")
-    out: dict[str, Any] = {"name": fn.name}
+    out: Json = {"name": fn.name}
     if fn.description:
         out["description"] = fn.description
     if fn.HasField("parameters"):
         out["parameters"] = struct_to_py(fn.parameters)
     if fn.HasField("strict"):
         out["strict"] = fn.strict
-    return {"type": "function", "function": out}
+    return {"type": tool.type or "function", "function": out}
 
 
-def _tool_choice(req: chat_pb2.ChatCompletionRequest) -> Any:
-    choice = value_to_py(req.tool_choice)
-    if isinstance(choice, str) and choice in TOOL_CHOICES:
-        return choice
-    if isinstance(choice, dict) and isinstance((choice.get("function") or {}).get("name"), str):
-        return choice
-    raise InvalidRequest(
-        'tool_choice must be \'none\', \'auto\', \'required\' or {"type":"function","function":{"name":...}}',
-        param="tool_choice",
-    )
+_OPTIONAL = (
+    "temperature", "top_p", "n", "seed", "max_tokens", "max_completion_tokens", "presence_penalty",
+    "frequency_penalty", "logprobs", "top_logprobs", "parallel_tool_calls", "store", "stream",
+)  # fmt: skip
 
 
-def chat_request_to_openai(req: chat_pb2.ChatCompletionRequest) -> dict[str, Any]:
-    """Validate a typed request and return the OpenAI JSON body (without stream flags)."""
-    require_model(req.model)
-    if not req.messages:
-        raise InvalidRequest("messages must contain at least one message", param="messages")
-    body: dict[str, Any] = {
-        "model": req.model,
-        "messages": [_message(m, i) for i, m in enumerate(req.messages)],
-    }
-    copy_sampling(req, body, _CHAT_RANGES)
-    copy_stream_options(req, body)
+def chat_request_from_proto(req: chat_pb2.ChatCompletionRequest) -> Json:
+    """The OpenAI JSON a typed request stands for (fields it leaves unset are not sent)."""
+    body: Json = {"model": req.model, "messages": [_message_from_proto(m) for m in req.messages]}
+    copy_from_proto(req, body, _OPTIONAL)
+    for name in ("user", "reasoning_effort", "service_tier"):
+        if getattr(req, name):
+            body[name] = getattr(req, name)
     if req.logit_bias:
         body["logit_bias"] = dict(req.logit_bias)
-    if req.HasField("logprobs"):
-        body["logprobs"] = req.logprobs
     if req.metadata:
         body["metadata"] = dict(req.metadata)
     if req.tools:
-        body["tools"] = [_tool(t, i) for i, t in enumerate(req.tools)]
+        body["tools"] = [_tool_from_proto(t) for t in req.tools]
     if req.HasField("tool_choice"):
-        body["tool_choice"] = _tool_choice(req)
-    if req.HasField("parallel_tool_calls"):
-        body["parallel_tool_calls"] = req.parallel_tool_calls
+        body["tool_choice"] = value_to_py(req.tool_choice)
     if req.HasField("response_format"):
-        fmt = struct_to_py(req.response_format)
-        if fmt.get("type") not in RESPONSE_FORMATS:
-            raise InvalidRequest(
-                "response_format.type must be 'text', 'json_object' or 'json_schema'",
-                param="response_format.type",
-            )
-        body["response_format"] = fmt
-    if req.reasoning_effort:
-        body["reasoning_effort"] = req.reasoning_effort
-    if req.service_tier:
-        body["service_tier"] = req.service_tier
-    if req.HasField("store"):
-        body["store"] = req.store
-    return body
+        body["response_format"] = struct_to_py(req.response_format)
+    return merge_extra(body, req)
 
 
 def _tool_calls_to_proto(calls: Any, out: Any) -> None:

@@ -6,36 +6,49 @@ from typing import Any
 
 from ghostllm.errors import InvalidRequest
 from ghostllm.protocol.common import (
-    copy_sampling,
-    copy_stream_options,
+    Json,
+    check_model,
+    check_sampling,
+    check_type,
+    copy_from_proto,
     is_text_or_tokens,
-    require_model,
+    merge_extra,
     usage_to_proto,
 )
 from ghostllm.protocol.values import py_to_struct, value_to_py
 from ghostllm.v1 import completions_pb2
 
-_COMPLETION_RANGES = (("logprobs", 0, 5), ("best_of", 1, 20))
+_COMPLETION_INTS = (("logprobs", 0, 5), ("best_of", 1, 20))
+_OPTIONAL = (
+    "max_tokens", "temperature", "top_p", "n", "stream", "logprobs", "echo", "presence_penalty",
+    "frequency_penalty", "best_of", "seed",
+)  # fmt: skip
 
 
-def completion_request_to_openai(req: completions_pb2.CompletionRequest) -> dict[str, Any]:
-    require_model(req.model)
-    prompt = value_to_py(req.prompt) if req.HasField("prompt") else None
-    if not is_text_or_tokens(prompt):
+def check_completion_request(body: Json) -> Json:
+    """Validate an OpenAI text completion request body; returns it unchanged."""
+    check_model(body)
+    if not is_text_or_tokens(body.get("prompt")):
         raise InvalidRequest(
             "prompt must be a string, a list of strings, a list of token ids or a list of token id lists",
             param="prompt",
         )
-    body: dict[str, Any] = {"model": req.model, "prompt": prompt}
-    copy_sampling(req, body, _COMPLETION_RANGES)
-    copy_stream_options(req, body)
+    check_sampling(body, _COMPLETION_INTS)
+    check_type(body, "suffix", str, "a string")
+    check_type(body, "echo", bool, "a boolean")
+    return body
+
+
+def completion_request_from_proto(req: completions_pb2.CompletionRequest) -> Json:
+    body: Json = {"model": req.model, "prompt": value_to_py(req.prompt) if req.HasField("prompt") else None}
+    copy_from_proto(req, body, _OPTIONAL)
     if req.suffix:
         body["suffix"] = req.suffix
-    if req.HasField("echo"):
-        body["echo"] = req.echo
+    if req.user:
+        body["user"] = req.user
     if req.logit_bias:
         body["logit_bias"] = dict(req.logit_bias)
-    return body
+    return merge_extra(body, req)
 
 
 def completion_to_proto(d: dict[str, Any]) -> completions_pb2.Completion:

@@ -7,33 +7,40 @@ import struct
 from typing import Any
 
 from ghostllm.errors import InvalidRequest, ProviderError
-from ghostllm.protocol.common import is_text_or_tokens, require_model
+from ghostllm.protocol.common import Json, check_model, check_range, check_type, is_text_or_tokens, merge_extra
 from ghostllm.protocol.values import value_to_py
 from ghostllm.v1 import embeddings_pb2
 
 ENCODINGS = ("float", "base64")
 
 
-def embedding_request_to_openai(req: embeddings_pb2.EmbeddingRequest) -> dict[str, Any]:
-    require_model(req.model)
-    data = value_to_py(req.input) if req.HasField("input") else None
-    if not is_text_or_tokens(data):
+def check_embedding_request(body: Json) -> Json:
+    """Validate an OpenAI embeddings request body; returns it unchanged."""
+    check_model(body)
+    if not is_text_or_tokens(body.get("input")):
         raise InvalidRequest(
             "input must be a non-empty string, list of strings, list of token ids or list of token id lists",
             param="input",
         )
-    body: dict[str, Any] = {"model": req.model, "input": data}
+    fmt = body.get("encoding_format")
+    if fmt is not None and fmt not in ENCODINGS:
+        raise InvalidRequest("encoding_format must be 'float' or 'base64'", param="encoding_format")
+    check_range(body, "dimensions", 1, 2**31 - 1, integer=True)
+    check_type(body, "user", str, "a string")
+    return body
+
+
+def embedding_request_from_proto(req: embeddings_pb2.EmbeddingRequest) -> Json:
+    """The OpenAI JSON of a typed request; vectors come back as floats whatever it says
+    (the typed reply holds floats), so encoding_format is checked but asked as float."""
+    body: Json = {"model": req.model, "input": value_to_py(req.input) if req.HasField("input") else None}
     if req.encoding_format:
-        if req.encoding_format not in ENCODINGS:
-            raise InvalidRequest("encoding_format must be 'float' or 'base64'", param="encoding_format")
         body["encoding_format"] = req.encoding_format
     if req.HasField("dimensions"):
-        if req.dimensions < 1:
-            raise InvalidRequest("dimensions must be at least 1", param="dimensions")
         body["dimensions"] = req.dimensions
     if req.user:
         body["user"] = req.user
-    return body
+    return merge_extra(body, req)
 
 
 def _floats(vector: Any) -> list[float]:

@@ -1,25 +1,25 @@
-"""The provider interface every adapter implements.
+"""The provider interface the gateway calls, and the typed values it returns.
 
-Adapters speak OpenAI-shaped dicts on our side whatever their wire format is,
-so the API layer has one shape to serve. Streams yield *batches*: every chunk
-decoded from one upstream read, so the API layer can relay them in one message
-(cheaper than one message per chunk whenever chunks arrive together). A batch
-holds chunk dicts; the last batch of a complete stream ends with
-`ghostllm.providers.sse.DONE`, and a stream that breaks raises instead.
+A provider speaks OpenAI-shaped JSON on our side whatever its wire format is,
+so the gateway has one shape to serve. It never changes the body it is given
+(a retry or a fallback may send the same body again) and returns the
+upstream's usage as a typed value with every answer. Streams yield batches:
+every chunk decoded from one upstream read, so they can be relayed in one
+message (cheaper than one message per chunk whenever chunks arrive together).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
 from ghostllm.config import ProviderConfig
+from ghostllm.protocol.endpoints import Endpoint
+from ghostllm.protocol.usage import Usage
 
 Json = dict[str, Any]
-# Chunk dicts, possibly ending with sse.DONE (Any: mypy cannot narrow on an `is` sentinel).
-Batch = list[Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +28,24 @@ class Call:
 
     # Envoy's x-request-id (the client's own when it sent one), passed upstream for tracing.
     request_id: str = ""
+
+
+@dataclass(slots=True)
+class Reply:
+    """A whole (non-streaming) answer in OpenAI JSON, with the usage the upstream reported."""
+
+    data: Json
+    usage: Usage | None
+
+
+@dataclass(slots=True)
+class StreamBatch:
+    """OpenAI chunk dicts decoded from one upstream read. `usage` is the latest the
+    upstream reported so far; `done` marks the upstream's clean end of stream."""
+
+    chunks: list[Json]
+    usage: Usage | None
+    done: bool
 
 
 class Provider(ABC):
@@ -50,16 +68,10 @@ class Provider(ABC):
     async def list_models(self) -> list[str]: ...
 
     @abstractmethod
-    async def chat(self, body: Json, call: Call) -> Json: ...
+    async def complete(self, endpoint: Endpoint, body: Json, model: str, call: Call) -> Reply:
+        """One whole answer for `body` (the client's validated OpenAI request), sent as `model`."""
 
     @abstractmethod
-    def stream_chat(self, body: Json, call: Call) -> AsyncIterator[Batch]: ...
-
-    @abstractmethod
-    async def completion(self, body: Json, call: Call) -> Json: ...
-
-    @abstractmethod
-    def stream_completion(self, body: Json, call: Call) -> AsyncIterator[Batch]: ...
-
-    @abstractmethod
-    async def embeddings(self, body: Json, call: Call) -> Json: ...
+    def stream(self, endpoint: Endpoint, body: Json, model: str, call: Call) -> AsyncGenerator[StreamBatch]:
+        """The answer as chunk batches; the last batch of a complete stream has done=True,
+        a stream that breaks raises instead."""

@@ -1,22 +1,19 @@
-"""Adapter for OpenAI and every OpenAI-compatible server (vLLM, Groq, Together, Ollama's /v1, LM Studio).
+"""Translator for OpenAI and every OpenAI-compatible server (vLLM, Groq, Together, Ollama's /v1, LM Studio).
 
-The wire format already is ours, so requests and answers pass through with the
-model name swapped; what this adapter adds is the pooled connection, timeouts,
-and the mapping of upstream failures onto our error model (an upstream 401 is
-OUR provider error, 502, not a 401 for the client; an upstream 429 passes
-through with its retry-after).
+The wire format already is ours, so the client's body goes upstream as sent
+(fields we do not model included) with the model name swapped; answers come back
+checked for the fields we rely on. Upstream failures map onto our error model:
+an upstream 401 is OUR provider error (502), not a 401 for the client; an
+upstream 429 passes through with its retry-after.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from typing import NoReturn
+from collections.abc import Mapping
+from typing import Any
 
-import aiohttp
 import orjson
 
-from ghostllm.config import ProviderConfig
 from ghostllm.errors import (
     GhostError,
     InvalidRequest,
@@ -25,31 +22,41 @@ from ghostllm.errors import (
     RateLimited,
     UpstreamTimeout,
 )
-from ghostllm.providers.base import Batch, Call, Json, Provider
-from ghostllm.providers.sse import SSEDecoder
+from ghostllm.protocol.common import too_deep
+from ghostllm.protocol.endpoints import Endpoint
+from ghostllm.protocol.usage import usage_from_openai
+from ghostllm.providers.base import Json, Reply
+from ghostllm.providers.sse import SSEFramer
+from ghostllm.providers.translator import StreamDecoder, Translator, UpstreamRequest
+
+PATHS = {Endpoint.CHAT: "/chat/completions", Endpoint.COMPLETIONS: "/completions", Endpoint.EMBEDDINGS: "/embeddings"}
+# Keep the start of an upstream's message: it travels in our error, which has a size budget.
+MESSAGE_CHARS = 1000
 
 
-def _upstream_message(raw: bytes) -> str:
+def upstream_message(raw: bytes) -> str:
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return raw[:300].decode("utf-8", "replace").strip()
+        return raw[:MESSAGE_CHARS].decode("utf-8", "replace").strip()
+    msg: Any = None
     if isinstance(data, dict):
         err = data.get("error")
         if isinstance(err, dict) and isinstance(err.get("message"), str):
-            return str(err["message"])
-        if isinstance(err, str):
-            return err
-        if isinstance(data.get("message"), str):
-            return str(data["message"])
-    return raw[:300].decode("utf-8", "replace")
+            msg = err["message"]
+        elif isinstance(err, str):
+            msg = err
+        elif isinstance(data.get("message"), str):
+            msg = data["message"]
+    text = msg if isinstance(msg, str) else raw[:MESSAGE_CHARS].decode("utf-8", "replace")
+    return text[:MESSAGE_CHARS]
 
 
-def upstream_status_error(provider: str, status: int, raw: bytes, retry_after: str | None) -> GhostError:
+def upstream_status_error(provider: str, status: int, raw: bytes, headers: Mapping[str, str]) -> GhostError:
     """Map an upstream HTTP error status onto the error the client gets."""
-    msg = _upstream_message(raw)
+    msg = upstream_message(raw)
     if status == 429:
-        return RateLimited(f"provider {provider} is rate limiting: {msg}", retry_after=retry_after)
+        return RateLimited(f"provider {provider} is rate limiting: {msg}", retry_after=headers.get("retry-after"))
     if status in (400, 422):
         return InvalidRequest(f"provider {provider} rejected the request: {msg}", code="upstream_invalid_request")
     if status == 413:
@@ -59,135 +66,139 @@ def upstream_status_error(provider: str, status: int, raw: bytes, retry_after: s
     return ProviderError(f"provider {provider} failed with status {status}: {msg}")
 
 
-def _headers(call: Call) -> dict[str, str] | None:
-    return {"x-request-id": call.request_id} if call.request_id else None
+def _malformed(provider: str, what: str) -> ProviderError:
+    return ProviderError(f"provider {provider} returned a malformed answer: {what}")
 
 
-class OpenAIProvider(Provider):
-    def __init__(self, config: ProviderConfig) -> None:
-        super().__init__(config)
-        self._base = config.base_url.rstrip("/")
-        self._session: aiohttp.ClientSession | None = None
-        headers = {"content-type": "application/json", **config.headers}
-        if config.api_key:
-            headers["authorization"] = f"Bearer {config.api_key}"
-        self._headers = headers
-        self._timeout = aiohttp.ClientTimeout(total=config.timeout_s, connect=config.connect_timeout_s)
-        # A stream may legitimately run for a long time; what must not happen is silence.
-        self._stream_timeout = aiohttp.ClientTimeout(
-            total=None, connect=config.connect_timeout_s, sock_read=config.timeout_s
-        )
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
-    async def start(self) -> None:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(limit=self.config.max_connections, ttl_dns_cache=300)
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                headers=self._headers,
-                skip_auto_headers=("User-Agent",),
-                # One session serves every tenant: cookies an upstream sets must not follow other callers.
-                cookie_jar=aiohttp.DummyCookieJar(),
-            )
 
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+def check_choices(provider: str, endpoint: Endpoint, data: Json, *, chunk: bool) -> None:
+    """The fields of an answer or chunk the gateway and its clients rely on."""
+    choices = data.get("choices")
+    if not isinstance(choices, list):
+        if chunk and choices is None:
+            return
+        raise _malformed(provider, "'choices' is not a list")
+    for c in choices:
+        if not isinstance(c, dict) or not _is_int(c.get("index", 0)):
+            raise _malformed(provider, "a choice is not an object with an integer index")
+        if endpoint is Endpoint.COMPLETIONS:
+            if not isinstance(c.get("text", ""), str):
+                raise _malformed(provider, "choices[].text is not a string")
+            continue
+        msg = c.get("delta" if chunk else "message")
+        if msg is None and chunk:
+            continue
+        if not isinstance(msg, dict):
+            raise _malformed(provider, "a choice's message is not an object")
+        content = msg.get("content")
+        if content is not None and not isinstance(content, str):
+            raise _malformed(provider, "message content is not a string")
+        calls = msg.get("tool_calls")
+        if calls is not None and not (isinstance(calls, list) and all(isinstance(x, dict) for x in calls)):
+            raise _malformed(provider, "tool_calls is not a list of objects")
 
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            raise ProviderError(f"provider {self.id} is not started")
-        return self._session
 
-    def _fail(self, exc: BaseException) -> NoReturn:
-        if isinstance(exc, GhostError):
-            raise exc
-        if isinstance(exc, asyncio.TimeoutError):
-            raise UpstreamTimeout(f"provider {self.id} did not answer in time") from exc
-        if isinstance(exc, aiohttp.ClientConnectorError):
-            raise ProviderError(f"cannot connect to provider {self.id}: {exc.os_error}") from exc
-        if isinstance(exc, aiohttp.ClientError):
-            raise ProviderError(f"provider {self.id} connection failed: {exc or type(exc).__name__}") from exc
-        raise exc
+def _check_embeddings(provider: str, data: Json) -> None:
+    items = data.get("data")
+    if not isinstance(items, list) or not all(
+        isinstance(x, dict) and isinstance(x.get("embedding"), list | str) for x in items
+    ):
+        raise _malformed(provider, "'data' is not a list of embeddings")
 
-    async def _post_json(self, path: str, body: Json, call: Call) -> Json:
+
+def _json_object(provider: str, raw: bytes) -> Json:
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ProviderError(f"provider {provider} returned a body that is not JSON: {raw[:200]!r}") from None
+    if not isinstance(data, dict):
+        raise ProviderError(f"provider {provider} returned unexpected JSON")
+    return data
+
+
+class OpenAIStreamDecoder(StreamDecoder):
+    """OpenAI's SSE: one chunk per `data:` event, `data: [DONE]` at the end; usage in
+    a final chunk (with empty choices) when asked for, or on every chunk (vLLM)."""
+
+    __slots__ = ("_endpoint", "_framer", "_provider", "done", "usage")
+
+    def __init__(self, provider: str, endpoint: Endpoint) -> None:
+        self._framer = SSEFramer()
+        self._provider = provider
+        self._endpoint = endpoint
+        self.usage = None
+        self.done = False
+
+    def feed(self, data: bytes) -> list[Json]:
+        out: list[Json] = []
+        for payload in self._framer.feed(data):
+            if payload == b"[DONE]":
+                self.done = True
+                break
+            try:
+                chunk = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                chunk = None
+            if not isinstance(chunk, dict):
+                raise ProviderError(f"provider {self._provider} sent an invalid stream event: {payload[:200]!r}")
+            error = chunk.get("error")
+            if error is not None and "choices" not in chunk:
+                raise ProviderError(f"provider {self._provider} failed mid-stream: {upstream_message(payload)}")
+            check_choices(self._provider, self._endpoint, chunk, chunk=True)
+            usage = chunk.get("usage")
+            if usage is not None:
+                self.usage = usage_from_openai(usage)
+            out.append(chunk)
+        return out
+
+
+class OpenAITranslator(Translator):
+    def headers(self) -> dict[str, str]:
+        key = self.config.api_key
+        return {"authorization": f"Bearer {key}"} if key else {}
+
+    def request(self, endpoint: Endpoint, body: Json, model: str, *, stream: bool) -> UpstreamRequest:
+        out = {**body, "model": model}
+        if endpoint is not Endpoint.EMBEDDINGS:
+            if stream:
+                out["stream"] = True
+                if self.config.stream_usage:
+                    # Always asked, so every streamed token is accounted; the gateway
+                    # shows the usage chunk only to clients who asked for it.
+                    out["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+            else:
+                out.pop("stream", None)
+                # OpenAI refuses stream_options without stream.
+                out.pop("stream_options", None)
         try:
-            async with self.session.post(
-                self._base + path, data=orjson.dumps(body), timeout=self._timeout, headers=_headers(call)
-            ) as resp:
-                raw = await resp.read()
-                if resp.status != 200:
-                    raise upstream_status_error(self.id, resp.status, raw, resp.headers.get("retry-after"))
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            self._fail(exc)
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise ProviderError(f"provider {self.id} returned a body that is not JSON: {raw[:200]!r}") from None
-        if not isinstance(data, dict):
-            raise ProviderError(f"provider {self.id} returned unexpected JSON")
-        return data
+            data = orjson.dumps(out)
+        except orjson.JSONEncodeError:
+            raise too_deep(body) from None
+        return UpstreamRequest(PATHS[endpoint], data)
 
-    async def _stream(self, path: str, body: Json, call: Call) -> AsyncIterator[Batch]:
-        if self.config.stream_usage:
-            body["stream_options"] = {"include_usage": True}
-        decoder = SSEDecoder()
-        try:
-            async with self.session.post(
-                self._base + path, data=orjson.dumps(body), timeout=self._stream_timeout, headers=_headers(call)
-            ) as resp:
-                if resp.status != 200:
-                    raw = await resp.read()
-                    raise upstream_status_error(self.id, resp.status, raw, resp.headers.get("retry-after"))
-                async for data in resp.content.iter_any():
-                    events = decoder.feed(data)
-                    if events:
-                        # The last batch ends with the DONE marker, so callers can
-                        # write the terminator together with the final chunks.
-                        yield events
-                    if decoder.done:
-                        return
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            self._fail(exc)
-        if not decoder.done:
-            raise ProviderError(f"provider {self.id} ended the stream before it was complete")
+    def reply(self, endpoint: Endpoint, raw: bytes) -> Reply:
+        data = _json_object(self.id, raw)
+        if endpoint is Endpoint.EMBEDDINGS:
+            _check_embeddings(self.id, data)
+        else:
+            check_choices(self.id, endpoint, data, chunk=False)
+        return Reply(data, usage_from_openai(data.get("usage")))
 
-    async def health(self) -> bool:
-        try:
-            await self.list_models(limit_s=2.0)
-        except GhostError:
-            return False
-        return True
+    def stream_decoder(self, endpoint: Endpoint) -> StreamDecoder:
+        return OpenAIStreamDecoder(self.id, endpoint)
 
-    async def list_models(self, limit_s: float | None = None) -> list[str]:
-        t = aiohttp.ClientTimeout(total=limit_s) if limit_s else self._timeout
-        try:
-            async with self.session.get(self._base + "/models", timeout=t) as resp:
-                raw = await resp.read()
-                if resp.status != 200:
-                    raise upstream_status_error(self.id, resp.status, raw, None)
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            self._fail(exc)
+    def error(self, status: int, raw: bytes, headers: Mapping[str, str]) -> GhostError:
+        return upstream_status_error(self.id, status, raw, headers)
+
+    def models_path(self) -> str:
+        return "/models"
+
+    def models(self, raw: bytes) -> list[str]:
         try:
             data = orjson.loads(raw)
             return [str(m["id"]) for m in data["data"]]
         except (orjson.JSONDecodeError, KeyError, TypeError):
             raise ProviderError(f"provider {self.id} returned an invalid model list") from None
-
-    async def chat(self, body: Json, call: Call) -> Json:
-        return await self._post_json("/chat/completions", body, call)
-
-    def stream_chat(self, body: Json, call: Call) -> AsyncIterator[Batch]:
-        body["stream"] = True
-        return self._stream("/chat/completions", body, call)
-
-    async def completion(self, body: Json, call: Call) -> Json:
-        return await self._post_json("/completions", body, call)
-
-    def stream_completion(self, body: Json, call: Call) -> AsyncIterator[Batch]:
-        body["stream"] = True
-        return self._stream("/completions", body, call)
-
-    async def embeddings(self, body: Json, call: Call) -> Json:
-        return await self._post_json("/embeddings", body, call)

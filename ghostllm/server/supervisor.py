@@ -26,7 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import orjson
+
 from ghostllm.config import Config
+from ghostllm.routing.catalogue import discover_configured
 from ghostllm.server.envoy import envoy_command, write_envoy_config
 
 log = logging.getLogger("ghostllm.serve")
@@ -134,9 +137,12 @@ class Supervisor:
         run_dir = self.run_dir = Path(s.run_dir or tempfile.mkdtemp(prefix="ghostllm-"))
         run_dir.mkdir(parents=True, exist_ok=True)
         self._check_upstreams()
+        # Once here, not per worker: every worker (also a restarted one) serves the same catalogue.
+        discovered = run_dir / "discovered.json"
+        discovered.write_bytes(orjson.dumps(discover_configured(self.config)))
         ports = [s.worker_base_port + i for i in range(s.worker_count)]
         for port in ports:
-            cmd = [sys.executable, "-m", "ghostllm", "worker", "--port", str(port)]
+            cmd = [sys.executable, "-m", "ghostllm", "worker", "--port", str(port), "--discovered", str(discovered)]
             if self.config_path:
                 cmd += ["--config", self.config_path]
             child = Child(f"worker:{port}", cmd, port=port)

@@ -11,49 +11,42 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Mapping, Sequence
 
+import grpc
 import uvloop
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
+from grpc_reflection.v1alpha._async import ReflectionServicer
 
-from ghostllm.api.chat import ChatService
-from ghostllm.api.completions import CompletionService
-from ghostllm.api.embeddings import EmbeddingService
-from ghostllm.api.gateway import GatewayService
-from ghostllm.api.models import ModelService
+from ghostllm.api.services import PUBLIC_NAMES, Deps, register
 from ghostllm.config import Config
-from ghostllm.providers.registry import Registry
-from ghostllm.v1 import (
-    chat_pb2,
-    chat_pb2_grpc,
-    completions_pb2,
-    completions_pb2_grpc,
-    embeddings_pb2,
-    embeddings_pb2_grpc,
-    gateway_pb2,
-    gateway_pb2_grpc,
-    models_pb2,
-    models_pb2_grpc,
-)
+from ghostllm.gateway.access_log import AccessLog
+from ghostllm.gateway.pipeline import Pipeline, Sink
+from ghostllm.gateway.stages import ResolveModel, decode_body
+from ghostllm.providers.factory import make_provider, max_response_bytes, stream_total_s
+from ghostllm.routing.catalogue import Catalogue
+from ghostllm.routing.health import ProviderHealth
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAMES = (
-    chat_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name,
-    completions_pb2.DESCRIPTOR.services_by_name["CompletionService"].full_name,
-    models_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
-    embeddings_pb2.DESCRIPTOR.services_by_name["EmbeddingService"].full_name,
-    gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name,
-)
-
 
 def grpc_options(config: Config) -> list[tuple[str, int]]:
+    # Envoy's header limit is the one clients meet (431); the metadata limits
+    # sit above it so any request Envoy takes reaches the worker whole (gRPC's
+    # defaults, 8 KiB soft and 16 KiB hard, failed large JWTs with a bogus
+    # RESOURCE_EXHAUSTED that listed the client's headers).
+    from ghostllm.server.envoy import grpc_max_metadata_bytes
+
+    metadata = grpc_max_metadata_bytes()
     # Above Envoy's limit, so REST bodies are refused by Envoy with a clean
     # 413; this one covers native gRPC clients (RESOURCE_EXHAUSTED).
     limit = config.server.max_request_bytes + 1024 * 1024
     return [
+        ("grpc.max_metadata_size", metadata),
+        ("grpc.absolute_max_metadata_size", metadata),
         # Each worker owns its port: a silent second bind would steal traffic.
         ("grpc.so_reuseport", 0),
         ("grpc.max_receive_message_length", limit),
@@ -64,35 +57,56 @@ def grpc_options(config: Config) -> list[tuple[str, int]]:
     ]
 
 
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+
+
+def add_reflection(server: aio.Server) -> None:
+    """Server reflection, v1 (what current grpcurl asks first) and v1alpha, for the public
+    services only. The two versions' messages are the same on the wire; grpcio-reflection
+    ships only v1alpha, so v1 is the same servicer under v1's service name."""
+    health = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+    servicer = ReflectionServicer((*PUBLIC_NAMES, health, reflection.SERVICE_NAME))
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+    v1 = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(REFLECTION_V1, {"ServerReflectionInfo": v1}),)
+    )
+
+
 class Worker:
-    def __init__(self, config: Config, port: int, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, config: Config, port: int, host: str = "127.0.0.1", discovered: Mapping[str, Sequence[str]] | None = None
+    ) -> None:
         self.config = config
         self.address = f"{host}:{port}"
-        self.registry = Registry(config)
+        limit, total = max_response_bytes(config), stream_total_s(config)
+        self.providers = {p.id: make_provider(p, limit, total) for p in config.providers}
+        self.catalogue = Catalogue(config, self.providers, discovered or {})
+        self.sinks: list[Sink] = []
+        if config.server.access_log != "off":
+            self.access_log: AccessLog | None = AccessLog(config.server.access_log)
+            self.sinks.append(self.access_log)
+        else:
+            self.access_log = None
+        self.pipeline = Pipeline([decode_body, ResolveModel(self.catalogue)], self.sinks)
 
     async def start(self) -> None:
         # grpc.aio binds its server and the health servicer to the running loop.
         self.health = HealthServicer()
         self.server = s = aio.server(options=grpc_options(config=self.config))
-        await self.registry.start()
-        chat_pb2_grpc.add_ChatServiceServicer_to_server(ChatService(self.registry), s)
-        completions_pb2_grpc.add_CompletionServiceServicer_to_server(CompletionService(self.registry), s)
-        models_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self.registry), s)
-        embeddings_pb2_grpc.add_EmbeddingServiceServicer_to_server(EmbeddingService(self.registry), s)
-        gateway_pb2_grpc.add_GatewayServiceServicer_to_server(GatewayService(self.registry), s)
+        for p in self.providers.values():
+            await p.start()
+        register(s, Deps(self.pipeline, self.catalogue, ProviderHealth(self.providers)))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, s)
-        reflection.enable_server_reflection(
-            (
-                *SERVICE_NAMES,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ),
-            s,
-        )
+        add_reflection(s)
         if s.add_insecure_port(self.address) == 0:
             raise OSError(f"cannot bind worker port {self.address}")
         await s.start()
-        for name in ("", *SERVICE_NAMES):
+        for name in ("", *PUBLIC_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("worker listening on %s", self.address)
 
@@ -101,7 +115,9 @@ class Worker:
         # while in-flight streams are still being answered.
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.config.server.shutdown_grace_s)
-        await self.registry.close()
+        await asyncio.gather(*(p.close() for p in self.providers.values()), return_exceptions=True)
+        if self.access_log is not None:
+            self.access_log.close()
 
     async def run(self) -> None:
         stopping = asyncio.Event()
@@ -114,8 +130,8 @@ class Worker:
         await self.stop()
 
 
-def run_worker(config: Config, port: int) -> None:
+def run_worker(config: Config, port: int, discovered: Mapping[str, Sequence[str]] | None = None) -> None:
     logging.basicConfig(
         level=config.server.log_level, format=f"%(asctime)s worker:{port} %(levelname)s %(name)s: %(message)s"
     )
-    uvloop.run(Worker(config, port).run())
+    uvloop.run(Worker(config, port, discovered=discovered).run())

@@ -65,3 +65,113 @@ def test_errors(raw: dict[str, object], message: str) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "nope.yaml", env={})
+
+
+@pytest.mark.parametrize(
+    ("raw", "path"),
+    [
+        ({"server": {"tls": {"cert_fil": "c.pem"}}}, "server.tls.cert_fil"),
+        ({"server": {"cors": {"allow_origin": ["*"]}}}, "server.cors.allow_origin"),
+        ({"providers": [{"id": "p", "base_url": "u", "base_ur": "u"}]}, r"providers\[0\].base_ur"),
+        ({**BASE, "models": [{"id": "m", "provider": "my-openai", "pricing": 1}]}, r"models\[0\].pricing"),
+    ],
+)
+def test_unknown_key_is_named_with_its_path(raw: dict[str, object], path: str) -> None:
+    with pytest.raises(ConfigError, match=f"unknown key.* {path};"):
+        parse_config(raw, env={})
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"server": {"cors": {"allow_origins": "https://a.test"}}}, "server.cors.allow_origins: expected a list"),
+        (
+            {"server": {"cors": {"allow_origins": ["https://a.test", 7.5, {}]}}},
+            r"allow_origins\[2\]: expected a string",
+        ),
+        ({"server": {"cors": {"max_age_s": "a day"}}}, "server.cors.max_age_s: expected an integer"),
+        ({"server": {"tls": "on"}}, "server.tls: expected a mapping"),
+        ({"providers": {"id": "p"}}, "providers: expected a list"),
+        ({"providers": [{"base_url": "u"}]}, r"providers\[0\]: id is required"),
+        (
+            {"providers": [{"id": "p", "base_url": "u", "headers": ["x"]}]},
+            r"providers\[0\].headers: expected a mapping",
+        ),
+        ({"server": {"access_log": ""}}, "server.access_log"),
+    ],
+)
+def test_type_errors_name_the_value(raw: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_config(raw, env={})
+
+
+def test_new_server_fields_default() -> None:
+    server = parse_config({}, env={}).server
+    assert server.access_log == "stdout"
+    cors = server.cors
+    assert cors.allow_origins == () and not cors.enabled
+    assert cors.allow_methods == ("GET", "POST", "OPTIONS")
+    assert {"authorization", "content-type", "x-request-id"} <= set(cors.allow_headers)
+    # What the openai JS SDK sends from a browser.
+    assert {"x-stainless-retry-count", "x-stainless-timeout", "x-stainless-os", "x-stainless-lang"} <= set(
+        cors.allow_headers
+    )
+    assert cors.expose_headers == ("x-request-id",)
+    assert cors.max_age_s == 86400 and cors.allow_credentials is False
+
+
+def test_cors_access_log_and_lists_from_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "g.yaml"
+    path.write_text(
+        "server:\n"
+        "  access_log: off\n"  # a string, not YAML 1.1's false
+        "  cors:\n"
+        "    allow_origins: [https://app.example.com, 'http://localhost:3000']\n"
+        "    allow_headers:\n"
+        "      - authorization\n"
+        "      - content-type\n"
+        "    max_age_s: 600\n"
+        "    allow_credentials: yes\n"
+        "providers:\n"
+        "  - {id: p, base_url: 'http://u/v1', stream_usage: off, headers: {X-Team: ml, X-Tier: 2}}\n"
+        "models:\n"
+        "  - {id: m, provider: p, capabilities: [chat, embeddings]}\n"
+    )
+    config = load_config(path, env={})
+    assert config.server.access_log == "off"
+    cors = config.server.cors
+    assert cors.enabled and cors.allow_origins == ("https://app.example.com", "http://localhost:3000")
+    assert cors.allow_headers == ("authorization", "content-type") and cors.max_age_s == 600
+    assert cors.allow_credentials is True and cors.allow_methods == ("GET", "POST", "OPTIONS")
+    provider = config.provider("p")
+    assert provider.stream_usage is False and provider.headers == {"X-Team": "ml", "X-Tier": "2"}
+    assert config.models[0].capabilities == ("chat", "embeddings")
+    assert config.source == str(path.resolve())
+
+
+def test_env_overrides_nested_sections_and_lists() -> None:
+    env = {
+        "GHOSTLLM_SERVER_ACCESS_LOG": "/var/log/ghostllm/access.log",
+        "GHOSTLLM_SERVER_CORS_ALLOW_ORIGINS": "https://a.example, https://b.example,",
+        "GHOSTLLM_SERVER_CORS_MAX_AGE_S": "60",
+        "GHOSTLLM_SERVER_CORS_ALLOW_CREDENTIALS": "true",
+        "GHOSTLLM_SERVER_TLS_KEY_FILE": "k.pem",
+        # Not overridable from the environment: the id (it names the variables) and mappings.
+        "GHOSTLLM_PROVIDER_MY_OPENAI_ID": "other",
+        "GHOSTLLM_PROVIDER_MY_OPENAI_HEADERS": "x=y",
+    }
+    raw = {**BASE, "server": {"cors": {"allow_origins": ["https://yaml.example"], "max_age_s": 5}}}
+    config = parse_config(raw, env=env)
+    assert config.server.access_log == "/var/log/ghostllm/access.log"
+    cors = config.server.cors
+    assert cors.allow_origins == ("https://a.example", "https://b.example")
+    assert cors.max_age_s == 60 and cors.allow_credentials is True
+    assert cors.allow_methods == ("GET", "POST", "OPTIONS")  # untouched fields keep YAML/defaults
+    assert config.server.tls.key_file == "k.pem" and config.server.tls.cert_file == ""
+    provider = config.provider("my-openai")
+    assert provider.headers == {}
+
+
+def test_env_override_errors_name_the_variable() -> None:
+    with pytest.raises(ConfigError, match="GHOSTLLM_SERVER_CORS_MAX_AGE_S: expected an integer"):
+        parse_config({}, env={"GHOSTLLM_SERVER_CORS_MAX_AGE_S": "forever"})

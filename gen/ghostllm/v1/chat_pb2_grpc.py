@@ -4,7 +4,6 @@ import grpc
 import warnings
 
 from ghostllm.v1 import chat_pb2 as ghostllm_dot_v1_dot_chat__pb2
-from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -45,16 +44,6 @@ class ChatServiceStub:
                 request_serializer=ghostllm_dot_v1_dot_chat__pb2.ChatCompletionRequest.SerializeToString,
                 response_deserializer=ghostllm_dot_v1_dot_chat__pb2.ChatCompletionChunk.FromString,
                 _registered_method=True)
-        self.ChatCompletionsHttp = channel.unary_stream(
-                '/ghostllm.v1.ChatService/ChatCompletionsHttp',
-                request_serializer=ghostllm_dot_v1_dot_chat__pb2.ChatCompletionRequest.SerializeToString,
-                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
-                _registered_method=True)
-        self.ChatCompletionsHttpUnary = channel.unary_unary(
-                '/ghostllm.v1.ChatService/ChatCompletionsHttpUnary',
-                request_serializer=ghostllm_dot_v1_dot_chat__pb2.ChatCompletionRequest.SerializeToString,
-                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
-                _registered_method=True)
 
 
 class ChatServiceServicer:
@@ -74,24 +63,6 @@ class ChatServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def ChatCompletionsHttp(self, request, context):
-        """The REST bridge: OpenAI JSON or SSE bytes, written by the server.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def ChatCompletionsHttpUnary(self, request, context):
-        """The REST bridge for stream:false, where Envoy's Lua filter sends such
-        requests: a unary answer leaves the worker in one write (headers, body,
-        status), so a worker that dies mid-answer has sent nothing and Envoy retries
-        the request on another worker instead of cutting a response it had begun.
-        Clients cannot call this path directly.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
 
 def add_ChatServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -104,16 +75,6 @@ def add_ChatServiceServicer_to_server(servicer, server):
                     servicer.StreamChatCompletion,
                     request_deserializer=ghostllm_dot_v1_dot_chat__pb2.ChatCompletionRequest.FromString,
                     response_serializer=ghostllm_dot_v1_dot_chat__pb2.ChatCompletionChunk.SerializeToString,
-            ),
-            'ChatCompletionsHttp': grpc.unary_stream_rpc_method_handler(
-                    servicer.ChatCompletionsHttp,
-                    request_deserializer=ghostllm_dot_v1_dot_chat__pb2.ChatCompletionRequest.FromString,
-                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
-            ),
-            'ChatCompletionsHttpUnary': grpc.unary_unary_rpc_method_handler(
-                    servicer.ChatCompletionsHttpUnary,
-                    request_deserializer=ghostllm_dot_v1_dot_chat__pb2.ChatCompletionRequest.FromString,
-                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -170,60 +131,6 @@ class ChatService:
             '/ghostllm.v1.ChatService/StreamChatCompletion',
             ghostllm_dot_v1_dot_chat__pb2.ChatCompletionRequest.SerializeToString,
             ghostllm_dot_v1_dot_chat__pb2.ChatCompletionChunk.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def ChatCompletionsHttp(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_stream(
-            request,
-            target,
-            '/ghostllm.v1.ChatService/ChatCompletionsHttp',
-            ghostllm_dot_v1_dot_chat__pb2.ChatCompletionRequest.SerializeToString,
-            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def ChatCompletionsHttpUnary(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/ghostllm.v1.ChatService/ChatCompletionsHttpUnary',
-            ghostllm_dot_v1_dot_chat__pb2.ChatCompletionRequest.SerializeToString,
-            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
             options,
             channel_credentials,
             insecure,

@@ -22,13 +22,11 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
-from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from ghostllm.v1 import openai_pb2 as ghostllm_dot_v1_dot_openai__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dghostllm/v1/completions.proto\x12\x0bghostllm.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x18ghostllm/v1/openai.proto\"\xc5\x05\n\x11\x43ompletionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12&\n\x06prompt\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x0e\n\x06suffix\x18\x03 \x01(\t\x12\x17\n\nmax_tokens\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x06 \x01(\x01H\x02\x88\x01\x01\x12\x0e\n\x01n\x18\x07 \x01(\x05H\x03\x88\x01\x01\x12\x13\n\x06stream\x18\x08 \x01(\x08H\x04\x88\x01\x01\x12\x32\n\x0estream_options\x18\t \x01(\x0b\x32\x1a.ghostllm.v1.StreamOptions\x12\x15\n\x08logprobs\x18\n \x01(\x05H\x05\x88\x01\x01\x12\x11\n\x04\x65\x63ho\x18\x0b \x01(\x08H\x06\x88\x01\x01\x12$\n\x04stop\x18\x0c \x01(\x0b\x32\x16.google.protobuf.Value\x12\x1d\n\x10presence_penalty\x18\r \x01(\x01H\x07\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\x0e \x01(\x01H\x08\x88\x01\x01\x12\x14\n\x07\x62\x65st_of\x18\x0f \x01(\x05H\t\x88\x01\x01\x12\x41\n\nlogit_bias\x18\x10 \x03(\x0b\x32-.ghostllm.v1.CompletionRequest.LogitBiasEntry\x12\x0c\n\x04user\x18\x11 \x01(\t\x12\x11\n\x04seed\x18\x12 \x01(\x03H\n\x88\x01\x01\x1a\x30\n\x0eLogitBiasEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x42\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x04\n\x02_nB\t\n\x07_streamB\x0b\n\t_logprobsB\x07\n\x05_echoB\x13\n\x11_presence_penaltyB\x14\n\x12_frequency_penaltyB\n\n\x08_best_ofB\x07\n\x05_seed\"q\n\x10\x43ompletionChoice\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x15\n\rfinish_reason\x18\x03 \x01(\t\x12)\n\x08logprobs\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xb7\x01\n\nCompletion\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06object\x18\x02 \x01(\t\x12\x0f\n\x07\x63reated\x18\x03 \x01(\x03\x12\r\n\x05model\x18\x04 \x01(\t\x12.\n\x07\x63hoices\x18\x05 \x03(\x0b\x32\x1d.ghostllm.v1.CompletionChoice\x12!\n\x05usage\x18\x06 \x01(\x0b\x32\x12.ghostllm.v1.Usage\x12\x1a\n\x12system_fingerprint\x18\x07 \x01(\t2\xc1\x02\n\x11\x43ompletionService\x12K\n\x10\x43reateCompletion\x12\x1e.ghostllm.v1.CompletionRequest\x1a\x17.ghostllm.v1.Completion\x12\x65\n\x0f\x43ompletionsHttp\x12\x1e.ghostllm.v1.CompletionRequest\x1a\x14.google.api.HttpBody\"\x1a\x82\xd3\xe4\x93\x02\x14\"\x0f/v1/completions:\x01*0\x01\x12x\n\x14\x43ompletionsHttpUnary\x12\x1e.ghostllm.v1.CompletionRequest\x1a\x14.google.api.HttpBody\"*\x82\xd3\xe4\x93\x02$\"\x1f/_ghostllm/unary/v1/completions:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dghostllm/v1/completions.proto\x12\x0bghostllm.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x18ghostllm/v1/openai.proto\"\xed\x05\n\x11\x43ompletionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12&\n\x06prompt\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x0e\n\x06suffix\x18\x03 \x01(\t\x12\x17\n\nmax_tokens\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x06 \x01(\x01H\x02\x88\x01\x01\x12\x0e\n\x01n\x18\x07 \x01(\x05H\x03\x88\x01\x01\x12\x13\n\x06stream\x18\x08 \x01(\x08H\x04\x88\x01\x01\x12\x32\n\x0estream_options\x18\t \x01(\x0b\x32\x1a.ghostllm.v1.StreamOptions\x12\x15\n\x08logprobs\x18\n \x01(\x05H\x05\x88\x01\x01\x12\x11\n\x04\x65\x63ho\x18\x0b \x01(\x08H\x06\x88\x01\x01\x12$\n\x04stop\x18\x0c \x01(\x0b\x32\x16.google.protobuf.Value\x12\x1d\n\x10presence_penalty\x18\r \x01(\x01H\x07\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\x0e \x01(\x01H\x08\x88\x01\x01\x12\x14\n\x07\x62\x65st_of\x18\x0f \x01(\x05H\t\x88\x01\x01\x12\x41\n\nlogit_bias\x18\x10 \x03(\x0b\x32-.ghostllm.v1.CompletionRequest.LogitBiasEntry\x12\x0c\n\x04user\x18\x11 \x01(\t\x12\x11\n\x04seed\x18\x12 \x01(\x03H\n\x88\x01\x01\x12&\n\x05\x65xtra\x18\x13 \x01(\x0b\x32\x17.google.protobuf.Struct\x1a\x30\n\x0eLogitBiasEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x42\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x04\n\x02_nB\t\n\x07_streamB\x0b\n\t_logprobsB\x07\n\x05_echoB\x13\n\x11_presence_penaltyB\x14\n\x12_frequency_penaltyB\n\n\x08_best_ofB\x07\n\x05_seed\"q\n\x10\x43ompletionChoice\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x15\n\rfinish_reason\x18\x03 \x01(\t\x12)\n\x08logprobs\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xb7\x01\n\nCompletion\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06object\x18\x02 \x01(\t\x12\x0f\n\x07\x63reated\x18\x03 \x01(\x03\x12\r\n\x05model\x18\x04 \x01(\t\x12.\n\x07\x63hoices\x18\x05 \x03(\x0b\x32\x1d.ghostllm.v1.CompletionChoice\x12!\n\x05usage\x18\x06 \x01(\x0b\x32\x12.ghostllm.v1.Usage\x12\x1a\n\x12system_fingerprint\x18\x07 \x01(\t2\xaf\x01\n\x11\x43ompletionService\x12K\n\x10\x43reateCompletion\x12\x1e.ghostllm.v1.CompletionRequest\x1a\x17.ghostllm.v1.Completion\x12M\n\x10StreamCompletion\x12\x1e.ghostllm.v1.CompletionRequest\x1a\x17.ghostllm.v1.Completion0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,18 +35,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_COMPLETIONREQUEST_LOGITBIASENTRY']._loaded_options = None
   _globals['_COMPLETIONREQUEST_LOGITBIASENTRY']._serialized_options = b'8\001'
-  _globals['_COMPLETIONSERVICE'].methods_by_name['CompletionsHttp']._loaded_options = None
-  _globals['_COMPLETIONSERVICE'].methods_by_name['CompletionsHttp']._serialized_options = b'\202\323\344\223\002\024\"\017/v1/completions:\001*'
-  _globals['_COMPLETIONSERVICE'].methods_by_name['CompletionsHttpUnary']._loaded_options = None
-  _globals['_COMPLETIONSERVICE'].methods_by_name['CompletionsHttpUnary']._serialized_options = b'\202\323\344\223\002$\"\037/_ghostllm/unary/v1/completions:\001*'
-  _globals['_COMPLETIONREQUEST']._serialized_start=160
-  _globals['_COMPLETIONREQUEST']._serialized_end=869
-  _globals['_COMPLETIONREQUEST_LOGITBIASENTRY']._serialized_start=677
-  _globals['_COMPLETIONREQUEST_LOGITBIASENTRY']._serialized_end=725
-  _globals['_COMPLETIONCHOICE']._serialized_start=871
-  _globals['_COMPLETIONCHOICE']._serialized_end=984
-  _globals['_COMPLETION']._serialized_start=987
-  _globals['_COMPLETION']._serialized_end=1170
-  _globals['_COMPLETIONSERVICE']._serialized_start=1173
-  _globals['_COMPLETIONSERVICE']._serialized_end=1494
+  _globals['_COMPLETIONREQUEST']._serialized_start=103
+  _globals['_COMPLETIONREQUEST']._serialized_end=852
+  _globals['_COMPLETIONREQUEST_LOGITBIASENTRY']._serialized_start=660
+  _globals['_COMPLETIONREQUEST_LOGITBIASENTRY']._serialized_end=708
+  _globals['_COMPLETIONCHOICE']._serialized_start=854
+  _globals['_COMPLETIONCHOICE']._serialized_end=967
+  _globals['_COMPLETION']._serialized_start=970
+  _globals['_COMPLETION']._serialized_end=1153
+  _globals['_COMPLETIONSERVICE']._serialized_start=1156
+  _globals['_COMPLETIONSERVICE']._serialized_end=1331
 # @@protoc_insertion_point(module_scope)

@@ -4,7 +4,6 @@ import grpc
 import warnings
 
 from ghostllm.v1 import completions_pb2 as ghostllm_dot_v1_dot_completions__pb2
-from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -40,15 +39,10 @@ class CompletionServiceStub:
                 request_serializer=ghostllm_dot_v1_dot_completions__pb2.CompletionRequest.SerializeToString,
                 response_deserializer=ghostllm_dot_v1_dot_completions__pb2.Completion.FromString,
                 _registered_method=True)
-        self.CompletionsHttp = channel.unary_stream(
-                '/ghostllm.v1.CompletionService/CompletionsHttp',
+        self.StreamCompletion = channel.unary_stream(
+                '/ghostllm.v1.CompletionService/StreamCompletion',
                 request_serializer=ghostllm_dot_v1_dot_completions__pb2.CompletionRequest.SerializeToString,
-                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
-                _registered_method=True)
-        self.CompletionsHttpUnary = channel.unary_unary(
-                '/ghostllm.v1.CompletionService/CompletionsHttpUnary',
-                request_serializer=ghostllm_dot_v1_dot_completions__pb2.CompletionRequest.SerializeToString,
-                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                response_deserializer=ghostllm_dot_v1_dot_completions__pb2.Completion.FromString,
                 _registered_method=True)
 
 
@@ -61,15 +55,9 @@ class CompletionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def CompletionsHttp(self, request, context):
-        """The REST bridge, JSON or SSE like ChatService.ChatCompletionsHttp.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def CompletionsHttpUnary(self, request, context):
-        """stream:false, unary for the reason ChatService.ChatCompletionsHttpUnary gives.
+    def StreamCompletion(self, request, context):
+        """Typed, streaming text completion: each message is one upstream chunk
+        (object "text_completion", text deltas in choices[].text).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -83,15 +71,10 @@ def add_CompletionServiceServicer_to_server(servicer, server):
                     request_deserializer=ghostllm_dot_v1_dot_completions__pb2.CompletionRequest.FromString,
                     response_serializer=ghostllm_dot_v1_dot_completions__pb2.Completion.SerializeToString,
             ),
-            'CompletionsHttp': grpc.unary_stream_rpc_method_handler(
-                    servicer.CompletionsHttp,
+            'StreamCompletion': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamCompletion,
                     request_deserializer=ghostllm_dot_v1_dot_completions__pb2.CompletionRequest.FromString,
-                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
-            ),
-            'CompletionsHttpUnary': grpc.unary_unary_rpc_method_handler(
-                    servicer.CompletionsHttpUnary,
-                    request_deserializer=ghostllm_dot_v1_dot_completions__pb2.CompletionRequest.FromString,
-                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+                    response_serializer=ghostllm_dot_v1_dot_completions__pb2.Completion.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -132,7 +115,7 @@ class CompletionService:
             _registered_method=True)
 
     @staticmethod
-    def CompletionsHttp(request,
+    def StreamCompletion(request,
             target,
             options=(),
             channel_credentials=None,
@@ -145,36 +128,9 @@ class CompletionService:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/ghostllm.v1.CompletionService/CompletionsHttp',
+            '/ghostllm.v1.CompletionService/StreamCompletion',
             ghostllm_dot_v1_dot_completions__pb2.CompletionRequest.SerializeToString,
-            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def CompletionsHttpUnary(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/ghostllm.v1.CompletionService/CompletionsHttpUnary',
-            ghostllm_dot_v1_dot_completions__pb2.CompletionRequest.SerializeToString,
-            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            ghostllm_dot_v1_dot_completions__pb2.Completion.FromString,
             options,
             channel_credentials,
             insecure,

@@ -22,28 +22,24 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
-from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cghostllm/v1/embeddings.proto\x12\x0bghostllm.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x97\x01\n\x10\x45mbeddingRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12%\n\x05input\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x17\n\x0f\x65ncoding_format\x18\x03 \x01(\t\x12\x17\n\ndimensions\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x0c\n\x04user\x18\x05 \x01(\tB\r\n\x0b_dimensions\"=\n\tEmbedding\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0e\n\x06object\x18\x02 \x01(\t\x12\x11\n\tembedding\x18\x03 \x03(\x02\"=\n\x0e\x45mbeddingUsage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x14\n\x0ctotal_tokens\x18\x02 \x01(\x05\"\x84\x01\n\x11\x45mbeddingResponse\x12\x0e\n\x06object\x18\x01 \x01(\t\x12$\n\x04\x64\x61ta\x18\x02 \x03(\x0b\x32\x16.ghostllm.v1.Embedding\x12\r\n\x05model\x18\x03 \x01(\t\x12*\n\x05usage\x18\x04 \x01(\x0b\x32\x1b.ghostllm.v1.EmbeddingUsage2\xc6\x01\n\x10\x45mbeddingService\x12P\n\x0f\x43reateEmbedding\x12\x1d.ghostllm.v1.EmbeddingRequest\x1a\x1e.ghostllm.v1.EmbeddingResponse\x12`\n\x0e\x45mbeddingsHttp\x12\x1d.ghostllm.v1.EmbeddingRequest\x1a\x14.google.api.HttpBody\"\x19\x82\xd3\xe4\x93\x02\x13\"\x0e/v1/embeddings:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cghostllm/v1/embeddings.proto\x12\x0bghostllm.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xbf\x01\n\x10\x45mbeddingRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12%\n\x05input\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x17\n\x0f\x65ncoding_format\x18\x03 \x01(\t\x12\x17\n\ndimensions\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x0c\n\x04user\x18\x05 \x01(\t\x12&\n\x05\x65xtra\x18\x06 \x01(\x0b\x32\x17.google.protobuf.StructB\r\n\x0b_dimensions\"=\n\tEmbedding\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0e\n\x06object\x18\x02 \x01(\t\x12\x11\n\tembedding\x18\x03 \x03(\x02\"=\n\x0e\x45mbeddingUsage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x14\n\x0ctotal_tokens\x18\x02 \x01(\x05\"\x84\x01\n\x11\x45mbeddingResponse\x12\x0e\n\x06object\x18\x01 \x01(\t\x12$\n\x04\x64\x61ta\x18\x02 \x03(\x0b\x32\x16.ghostllm.v1.Embedding\x12\r\n\x05model\x18\x03 \x01(\t\x12*\n\x05usage\x18\x04 \x01(\x0b\x32\x1b.ghostllm.v1.EmbeddingUsage2d\n\x10\x45mbeddingService\x12P\n\x0f\x43reateEmbedding\x12\x1d.ghostllm.v1.EmbeddingRequest\x1a\x1e.ghostllm.v1.EmbeddingResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ghostllm.v1.embeddings_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EMBEDDINGSERVICE'].methods_by_name['EmbeddingsHttp']._loaded_options = None
-  _globals['_EMBEDDINGSERVICE'].methods_by_name['EmbeddingsHttp']._serialized_options = b'\202\323\344\223\002\023\"\016/v1/embeddings:\001*'
-  _globals['_EMBEDDINGREQUEST']._serialized_start=133
-  _globals['_EMBEDDINGREQUEST']._serialized_end=284
-  _globals['_EMBEDDING']._serialized_start=286
-  _globals['_EMBEDDING']._serialized_end=347
-  _globals['_EMBEDDINGUSAGE']._serialized_start=349
-  _globals['_EMBEDDINGUSAGE']._serialized_end=410
-  _globals['_EMBEDDINGRESPONSE']._serialized_start=413
-  _globals['_EMBEDDINGRESPONSE']._serialized_end=545
-  _globals['_EMBEDDINGSERVICE']._serialized_start=548
-  _globals['_EMBEDDINGSERVICE']._serialized_end=746
+  _globals['_EMBEDDINGREQUEST']._serialized_start=76
+  _globals['_EMBEDDINGREQUEST']._serialized_end=267
+  _globals['_EMBEDDING']._serialized_start=269
+  _globals['_EMBEDDING']._serialized_end=330
+  _globals['_EMBEDDINGUSAGE']._serialized_start=332
+  _globals['_EMBEDDINGUSAGE']._serialized_end=393
+  _globals['_EMBEDDINGRESPONSE']._serialized_start=396
+  _globals['_EMBEDDINGRESPONSE']._serialized_end=528
+  _globals['_EMBEDDINGSERVICE']._serialized_start=530
+  _globals['_EMBEDDINGSERVICE']._serialized_end=630
 # @@protoc_insertion_point(module_scope)

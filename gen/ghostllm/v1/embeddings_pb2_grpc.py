@@ -4,7 +4,6 @@ import grpc
 import warnings
 
 from ghostllm.v1 import embeddings_pb2 as ghostllm_dot_v1_dot_embeddings__pb2
-from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -40,11 +39,6 @@ class EmbeddingServiceStub:
                 request_serializer=ghostllm_dot_v1_dot_embeddings__pb2.EmbeddingRequest.SerializeToString,
                 response_deserializer=ghostllm_dot_v1_dot_embeddings__pb2.EmbeddingResponse.FromString,
                 _registered_method=True)
-        self.EmbeddingsHttp = channel.unary_unary(
-                '/ghostllm.v1.EmbeddingService/EmbeddingsHttp',
-                request_serializer=ghostllm_dot_v1_dot_embeddings__pb2.EmbeddingRequest.SerializeToString,
-                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
-                _registered_method=True)
 
 
 class EmbeddingServiceServicer:
@@ -57,14 +51,6 @@ class EmbeddingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def EmbeddingsHttp(self, request, context):
-        """The REST bridge: the openai SDK asks for base64 by default, so the JSON is
-        written by the server (a typed message can't hold a string-or-list field).
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
 
 def add_EmbeddingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -72,11 +58,6 @@ def add_EmbeddingServiceServicer_to_server(servicer, server):
                     servicer.CreateEmbedding,
                     request_deserializer=ghostllm_dot_v1_dot_embeddings__pb2.EmbeddingRequest.FromString,
                     response_serializer=ghostllm_dot_v1_dot_embeddings__pb2.EmbeddingResponse.SerializeToString,
-            ),
-            'EmbeddingsHttp': grpc.unary_unary_rpc_method_handler(
-                    servicer.EmbeddingsHttp,
-                    request_deserializer=ghostllm_dot_v1_dot_embeddings__pb2.EmbeddingRequest.FromString,
-                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -106,33 +87,6 @@ class EmbeddingService:
             '/ghostllm.v1.EmbeddingService/CreateEmbedding',
             ghostllm_dot_v1_dot_embeddings__pb2.EmbeddingRequest.SerializeToString,
             ghostllm_dot_v1_dot_embeddings__pb2.EmbeddingResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def EmbeddingsHttp(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/ghostllm.v1.EmbeddingService/EmbeddingsHttp',
-            ghostllm_dot_v1_dot_embeddings__pb2.EmbeddingRequest.SerializeToString,
-            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
             options,
             channel_credentials,
             insecure,

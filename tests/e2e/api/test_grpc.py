@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import pytest
 from google.protobuf import struct_pb2
+from google.protobuf.internal import encoder
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
 
 from ghostllm.v1 import (
     chat_pb2,
@@ -28,6 +30,10 @@ from tests.support.procs import Stack
 def channel(stack: Stack) -> Iterator[grpc.Channel]:
     with grpc.insecure_channel(f"127.0.0.1:{stack.grpc_port}") as ch:
         yield ch
+
+
+def text(value: str) -> struct_pb2.Value:
+    return struct_pb2.Value(string_value=value)
 
 
 def user(text: str) -> openai_pb2.ChatMessage:
@@ -106,7 +112,7 @@ def test_invalid_argument(channel: grpc.Channel) -> None:
     with pytest.raises(grpc.RpcError) as exc:
         stub.CreateChatCompletion(chat_pb2.ChatCompletionRequest(model="dev-echo", temperature=9, messages=[user("x")]))
     assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "temperature" in exc.value.details()
+    assert "temperature" in (exc.value.details() or "")
 
 
 def test_health(channel: grpc.Channel) -> None:
@@ -117,8 +123,63 @@ def test_health(channel: grpc.Channel) -> None:
         )
 
 
-def test_reflection(channel: grpc.Channel) -> None:
-    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-    responses = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+@pytest.mark.parametrize("version", ["v1", "v1alpha"])
+def test_reflection(channel: grpc.Channel, version: str) -> None:
+    # grpcurl asks v1 first; grpcio-reflection's stub speaks v1alpha, whose messages are v1's on the wire.
+    info: Any = channel.stream_stream(
+        f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo",
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+    )
+    responses = info(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
     names = {s.name for r in responses for s in r.list_services_response.service}
-    assert {"ghostllm.v1.ChatService", "ghostllm.v1.ModelService", "grpc.health.v1.Health"} <= names
+    assert {"ghostllm.v1.ChatService", "ghostllm.v1.CompletionService", "grpc.health.v1.Health"} <= names
+    # The REST bridge is internal: not advertised to gRPC clients.
+    assert "ghostllm.v1.RestBridge" not in names
+
+
+def test_typed_streaming_completion(channel: grpc.Channel) -> None:
+    stub = completions_pb2_grpc.CompletionServiceStub(channel)
+    chunks = list(stub.StreamCompletion(completions_pb2.CompletionRequest(model="dev-echo", prompt=text("Say hi"))))
+    assert chunks and all(c.object == "text_completion" and c.model == "dev-echo" for c in chunks)
+    assert "".join(c.choices[0].text for c in chunks if c.choices)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"\xff\xff\xff\xff garbage",
+        # field 1 (model), a string holding invalid UTF-8
+        b"\x0a\x02\xc3\x28",
+    ],
+)
+def test_undecodable_request_is_invalid_argument(channel: grpc.Channel, payload: bytes) -> None:
+    raw: Any = channel.unary_unary(
+        "/ghostllm.v1.ChatService/CreateChatCompletion",
+        request_serializer=lambda b: b,
+        response_deserializer=chat_pb2.ChatCompletion.FromString,
+    )
+    with pytest.raises(grpc.RpcError) as exc:
+        raw(payload)
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_too_deep_request_is_invalid_argument(channel: grpc.Channel) -> None:
+    # 120 levels of list nesting, beyond protobuf's decode depth (100), written as raw bytes
+    # because the client's own protobuf refuses to build it.
+    def field(number: int, payload: bytes) -> bytes:
+        return bytes(encoder._VarintBytes(number << 3 | 2) + encoder._VarintBytes(len(payload)) + payload)
+
+    deep = b""
+    for _ in range(120):
+        deep = field(6, field(1, deep))  # Value.list_value -> ListValue.values -> Value
+    message = field(1, b"user") + field(2, deep)
+    payload = field(1, b"dev-echo") + field(2, message)
+    raw: Any = channel.unary_unary(
+        "/ghostllm.v1.ChatService/CreateChatCompletion",
+        request_serializer=lambda b: b,
+        response_deserializer=chat_pb2.ChatCompletion.FromString,
+    )
+    with pytest.raises(grpc.RpcError) as exc:
+        raw(payload)
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -1,4 +1,5 @@
-"""ghostllm.protocol: typed requests to OpenAI JSON, and upstream JSON to typed replies."""
+"""ghostllm.protocol: typed requests to OpenAI JSON (checked by the rules REST bodies are), and
+upstream JSON to typed replies."""
 
 from __future__ import annotations
 
@@ -6,11 +7,27 @@ import pytest
 from google.protobuf import json_format
 
 from ghostllm.errors import InvalidRequest, ProviderError
-from ghostllm.protocol.chat import chat_chunk_to_proto, chat_completion_to_proto, chat_request_to_openai
-from ghostllm.protocol.common import from_upstream
-from ghostllm.protocol.embeddings import embedding_request_to_openai, embedding_response_to_proto
-from ghostllm.providers.sse import SSEDecoder
+from ghostllm.protocol.chat import (
+    chat_chunk_to_proto,
+    chat_completion_to_proto,
+    chat_request_from_proto,
+    check_chat_request,
+)
+from ghostllm.protocol.common import Json, from_upstream, parse_json_body
+from ghostllm.protocol.embeddings import (
+    check_embedding_request,
+    embedding_request_from_proto,
+    embedding_response_to_proto,
+)
 from ghostllm.v1 import chat_pb2, embeddings_pb2
+
+
+def chat_request_to_openai(req: chat_pb2.ChatCompletionRequest) -> Json:
+    return check_chat_request(chat_request_from_proto(req))
+
+
+def embedding_request_to_openai(req: embeddings_pb2.EmbeddingRequest) -> Json:
+    return check_embedding_request(embedding_request_from_proto(req))
 
 
 def parse(body: dict[str, object]) -> chat_pb2.ChatCompletionRequest:
@@ -101,16 +118,33 @@ def test_typed_replies() -> None:
 def test_malformed_upstream_answers_are_provider_errors() -> None:
     with pytest.raises(ProviderError):
         from_upstream(chat_completion_to_proto, {"choices": "nope"})
-    with pytest.raises(ProviderError):
-        SSEDecoder().feed(b"data: 42\n\n")
 
 
-def test_stream_options_only_with_stream() -> None:
-    base: dict[str, object] = {
-        "model": "m",
-        "messages": [{"role": "user", "content": "x"}],
-        "stream_options": {"include_usage": True},
-    }
-    assert "stream_options" not in chat_request_to_openai(parse(base))
-    streamed = chat_request_to_openai(parse({**base, "stream": True}))
-    assert streamed["stream_options"] == {"include_usage": True}
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"},
+        {"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 1.5},
+        {"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": "yes"},
+        {"model": 5, "messages": [{"role": "user", "content": "x"}]},
+        {"model": "m", "messages": ["x"]},
+        {"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]},
+    ],
+)
+def test_rest_bodies_are_checked_like_typed_requests(body: Json) -> None:
+    with pytest.raises(InvalidRequest):
+        check_chat_request(body)
+
+
+def test_extra_parameters_become_top_level_fields() -> None:
+    req = parse({"model": "m", "messages": [{"role": "user", "content": "x"}], "extra": {"prediction": {"a": 1}}})
+    assert chat_request_to_openai(req)["prediction"] == {"a": 1}
+    clash = parse({"model": "m", "messages": [{"role": "user", "content": "x"}], "extra": {"temperature": 1}})
+    with pytest.raises(InvalidRequest, match=r"extra\.temperature"):
+        chat_request_to_openai(clash)
+
+
+@pytest.mark.parametrize("raw", [b'{"model": "m",}', b'{"model": "\\q"}', b"[1]", b"", b"\xff"])
+def test_rest_json_is_strict(raw: bytes) -> None:
+    with pytest.raises(InvalidRequest):
+        parse_json_body(raw)

@@ -1,0 +1,129 @@
+"""The service table: every gRPC service a worker serves, in one place.
+
+It drives registration, the health servicer's names, server reflection (only
+public services are advertised: the REST bridge is internal) and the services
+Envoy's transcoder maps REST paths onto (server/envoy.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf.descriptor import FileDescriptor, ServiceDescriptor
+from google.protobuf.message_factory import GetMessageClass
+
+from ghostllm.api.boundary import undecodable_safe
+from ghostllm.api.chat import ChatService
+from ghostllm.api.completions import CompletionService
+from ghostllm.api.embeddings import EmbeddingService
+from ghostllm.api.gateway import GatewayService
+from ghostllm.api.models import ModelService
+from ghostllm.api.rest import RestBridge
+from ghostllm.gateway.pipeline import Pipeline
+from ghostllm.routing.catalogue import Catalogue
+from ghostllm.routing.health import ProviderHealth
+from ghostllm.v1 import (
+    chat_pb2,
+    completions_pb2,
+    embeddings_pb2,
+    gateway_pb2,
+    models_pb2,
+    rest_pb2,
+)
+
+
+@dataclass(frozen=True)
+class Deps:
+    """What servicers are built from."""
+
+    pipeline: Pipeline
+    catalogue: Catalogue
+    health: ProviderHealth
+
+
+@dataclass(frozen=True)
+class Service:
+    descriptor: ServiceDescriptor
+    build: Callable[[Deps], Any]
+    # Advertised by reflection and the health servicer.
+    public: bool
+    # Has google.api.http routes for Envoy's transcoder.
+    rest: bool
+
+    @property
+    def name(self) -> str:
+        return str(self.descriptor.full_name)
+
+
+def _service(file: FileDescriptor, service: str) -> ServiceDescriptor:
+    return file.services_by_name[service]
+
+
+SERVICES: tuple[Service, ...] = (
+    Service(
+        _service(chat_pb2.DESCRIPTOR, "ChatService"),
+        lambda d: ChatService(d.pipeline),
+        public=True,
+        rest=False,
+    ),
+    Service(
+        _service(completions_pb2.DESCRIPTOR, "CompletionService"),
+        lambda d: CompletionService(d.pipeline),
+        public=True,
+        rest=False,
+    ),
+    Service(
+        _service(embeddings_pb2.DESCRIPTOR, "EmbeddingService"),
+        lambda d: EmbeddingService(d.pipeline),
+        public=True,
+        rest=False,
+    ),
+    Service(
+        _service(models_pb2.DESCRIPTOR, "ModelService"),
+        lambda d: ModelService(d.catalogue),
+        public=True,
+        rest=True,
+    ),
+    Service(
+        _service(gateway_pb2.DESCRIPTOR, "GatewayService"),
+        lambda d: GatewayService(d.catalogue, d.health),
+        public=True,
+        rest=True,
+    ),
+    Service(
+        _service(rest_pb2.DESCRIPTOR, "RestBridge"),
+        lambda d: RestBridge(d.pipeline),
+        public=False,
+        rest=True,
+    ),
+)
+
+PUBLIC_NAMES = tuple(s.name for s in SERVICES if s.public)
+REST_NAMES = tuple(s.name for s in SERVICES if s.rest)
+
+
+def method_handlers(service: ServiceDescriptor, servicer: Any) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
+    """What protoc's add_*_to_server builds, from the descriptor, but with request
+    decoding that never raises: grpc would answer a request it cannot decode (garbage,
+    bad UTF-8, too deep) with UNKNOWN; the boundary answers INVALID_ARGUMENT instead."""
+    out: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+    for m in service.methods:
+        request = GetMessageClass(m.input_type)
+        reply = GetMessageClass(m.output_type)
+        make = grpc.unary_stream_rpc_method_handler if m.server_streaming else grpc.unary_unary_rpc_method_handler
+        out[m.name] = make(
+            getattr(servicer, m.name),
+            request_deserializer=undecodable_safe(request.FromString),
+            response_serializer=reply.SerializeToString,
+        )
+    return out
+
+
+def register(server: Any, deps: Deps) -> None:
+    for s in SERVICES:
+        handlers = method_handlers(s.descriptor, s.build(deps))
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(s.name, handlers),))
+        server.add_registered_method_handlers(s.name, handlers)

@@ -1,0 +1,27 @@
+"""What the gateway knows about a call besides its body, built once by the API boundary."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class RequestContext:
+    # Envoy's x-request-id (the client's own when it sent one): the id the client got back.
+    request_id: str = ""
+    client_ip: str = ""
+    user_agent: str = ""
+    # The raw Authorization value, for the authentication stage.
+    authorization: str = ""
+    # The transport peer (Envoy, for REST), as gRPC names it.
+    peer: str = ""
+    # time.monotonic() when the call arrived, and when the caller's deadline passes (None: no deadline).
+    started: float = 0.0
+    deadline: float | None = None
+    # Unix time when the call arrived, for records.
+    started_at: float = 0.0
+    # Headers for the client's answer (HTTP headers over REST, initial metadata over gRPC),
+    # set by stages; the boundary sends them before the first message.
+    response_headers: list[tuple[str, str]] = field(default_factory=list)
+    # Set to answer a successful REST call with another HTTP status (e.g. /health's 503).
+    http_status: int | None = None

@@ -1,0 +1,121 @@
+"""The request pipeline: an ordered list of admit stages, the upstream call (on the
+exchange), and settle, which hands one usage record per request to every sink.
+
+Stages are async callables on the exchange, run in order by `Exchange.admit`;
+today: decode the body, resolve the model. Authentication, permissions, rate
+limits and budgets are stages of this list too. Sinks are plain callables
+taking a UsageRecord: the access log today; the ledger, limits and metrics later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+import orjson
+
+from ghostllm.errors import GhostError
+from ghostllm.gateway.context import RequestContext
+from ghostllm.gateway.exchange import Exchange
+from ghostllm.gateway.usage import UsageRecord
+from ghostllm.protocol.endpoints import Endpoint
+from ghostllm.providers.base import Json
+
+log = logging.getLogger(__name__)
+
+Stage = Callable[[Exchange], Awaitable[None]]
+Sink = Callable[[UsageRecord], None]
+# A client that went away before its answer was complete (nginx's convention).
+CLIENT_CLOSED = 499
+# Rough characters per token, for counts the upstream did not report.
+CHARS_PER_TOKEN = 4
+# What a client sent goes into records at most this long (a 31 KB model name is still one log line).
+MAX_FIELD_CHARS = 256
+
+
+def _status(ex: Exchange, exc: BaseException | None) -> tuple[int, str | None]:
+    err = ex.error
+    if exc is None and err is None:
+        return ex.ctx.http_status or 200, None
+    if err is None and isinstance(exc, GhostError):
+        err = exc
+    if err is not None:
+        return err.http_status, err.code
+    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+        return CLIENT_CLOSED, "client_closed"
+    return 500, "server_error"
+
+
+def _estimate_prompt(body: Json | None) -> int:
+    if not body:
+        return 0
+    sent = body.get("messages") or body.get("prompt") or body.get("input")
+    try:
+        return math.ceil(len(orjson.dumps(sent)) / CHARS_PER_TOKEN)
+    except orjson.JSONEncodeError:
+        return 0
+
+
+class Pipeline:
+    def __init__(self, stages: Sequence[Stage], sinks: Sequence[Sink]) -> None:
+        self.stages = tuple(stages)
+        self.sinks = tuple(sinks)
+
+    def exchange(
+        self, ctx: RequestContext, endpoint: Endpoint, decode: Callable[[], Json], *, stream: bool | None = None
+    ) -> Exchange:
+        return Exchange(self, ctx, endpoint, decode, stream)
+
+    def settle(self, ex: Exchange, exc: BaseException | None) -> None:
+        """Once per request, whatever happened. Never awaits: it runs during cancellation."""
+        if ex.settled:
+            return
+        ex.settled = True
+        now = time.monotonic()
+        status, code = _status(ex, exc)
+        usage = ex.usage
+        estimated = False
+        if usage is not None:
+            prompt, completion, total = usage.prompt_tokens, usage.completion_tokens, usage.total_tokens
+            cached, reasoning = usage.cached_tokens, usage.reasoning_tokens
+        else:
+            prompt = completion = total = 0
+            cached = reasoning = None
+            # The upstream may have done the work without telling us (a cancelled
+            # stream gets no final usage chunk): count what was sent and relayed.
+            if ex.called and (ex.relayed_chars or status == CLIENT_CLOSED):
+                prompt = _estimate_prompt(ex.body)
+                completion = math.ceil(ex.relayed_chars / CHARS_PER_TOKEN)
+                total = prompt + completion
+                estimated = True
+        ctx = ex.ctx
+        d = ex.deployment
+        record = UsageRecord(
+            request_id=ctx.request_id[:MAX_FIELD_CHARS],
+            started_at=ctx.started_at,
+            endpoint=ex.endpoint.value,
+            model=ex.model.id if ex.model is not None else ex.requested_model[:MAX_FIELD_CHARS],
+            provider=d.provider.id if d is not None else None,
+            upstream_model=d.upstream_model if d is not None else None,
+            stream=bool(ex.stream),
+            status=status,
+            error_code=code,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            total_tokens=total,
+            cached_tokens=cached,
+            reasoning_tokens=reasoning,
+            estimated=estimated,
+            latency_ms=round((now - ctx.started) * 1000, 3),
+            ttft_ms=round((ex.first_output_at - ctx.started) * 1000, 3) if ex.first_output_at else None,
+            client_ip=ctx.client_ip[:MAX_FIELD_CHARS],
+            user_agent=ctx.user_agent[:MAX_FIELD_CHARS],
+        )
+        for sink in self.sinks:
+            try:
+                sink(record)
+            except Exception:
+                log.exception("usage sink %r failed for request %s", sink, ctx.request_id)

@@ -1,0 +1,34 @@
+"""The usage record: what settle hands to every sink, once per request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    request_id: str
+    # Unix time the request arrived.
+    started_at: float
+    # chat.completions, completions or embeddings.
+    endpoint: str
+    # The public model id the client asked for (as sent, when it resolved to none).
+    model: str
+    provider: str | None
+    upstream_model: str | None
+    stream: bool
+    # The HTTP status the client got (499: the client went away first), and our error code if any.
+    status: int
+    error_code: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cached_tokens: int | None
+    reasoning_tokens: int | None
+    # True when the upstream reported no usage and the counts are ours (what was sent and relayed).
+    estimated: bool
+    latency_ms: float
+    # Streams: time until the first chunk with output was relayed.
+    ttft_ms: float | None
+    client_ip: str
+    user_agent: str

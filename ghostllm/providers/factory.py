@@ -1,0 +1,41 @@
+"""The provider factory: the one list of provider types, used to build providers
+and to validate configuration."""
+
+from __future__ import annotations
+
+from ghostllm.config import Config, ProviderConfig
+from ghostllm.errors import ConfigError
+from ghostllm.providers.base import Provider
+from ghostllm.providers.http import HTTPProvider
+from ghostllm.providers.openai import OpenAITranslator
+from ghostllm.providers.translator import Translator
+
+TRANSLATORS: dict[str, type[Translator]] = {"openai": OpenAITranslator}
+# Envoy buffers a non-streaming answer whole up to this (see server/envoy.py); an upstream answer over it is a 502.
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+
+
+def check_provider_types(config: Config) -> None:
+    for p in config.providers:
+        if p.type not in TRANSLATORS:
+            raise ConfigError(f"provider {p.id}: unknown type {p.type!r}; known: {', '.join(TRANSLATORS)}")
+
+
+def max_response_bytes(config: Config) -> int:
+    return max(config.server.max_request_bytes, DEFAULT_MAX_RESPONSE_BYTES)
+
+
+def stream_total_s(config: Config) -> float | None:
+    """How long a stream may run: ended by the worker (with an in-band error event and a
+    usage record saying so) a second before Envoy's route timeout would cut it silently."""
+    limit = config.server.request_timeout_s
+    return max(0.5, limit - 1.0) if limit > 0 else None
+
+
+def make_provider(
+    config: ProviderConfig,
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    stream_total_s: float | None = None,
+) -> Provider:
+    translator = TRANSLATORS[config.type](config)
+    return HTTPProvider(config, translator, max_response_bytes, stream_total_s)

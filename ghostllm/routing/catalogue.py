@@ -1,0 +1,118 @@
+"""The model catalogue: public model ids (what clients send) and the deployment serving each.
+
+A deployment is a provider plus the name its upstream knows the model by (the
+routing issue gives a model several). Models come from the config, plus what
+providers with `discover_models` list; discovery runs once, in the
+supervisor, and every worker loads the same result, so all of them answer
+/v1/models the same (also in the same order, with the same `created`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from ghostllm.config import Capability, Config, ModelConfig
+from ghostllm.errors import GhostError, InvalidRequest, ModelNotFound
+from ghostllm.providers.base import Provider
+
+log = logging.getLogger(__name__)
+
+# What a discovered model is assumed to offer: an OpenAI-compatible server serves all of it.
+DISCOVERED_CAPABILITIES = ("chat", "streaming", "functions", "completions", "embeddings")
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    provider: Provider
+    upstream_model: str
+
+
+@dataclass(frozen=True, slots=True)
+class Model:
+    """A public model: its catalogue entry and the deployment that serves it."""
+
+    config: ModelConfig
+    capabilities: frozenset[Capability]
+    deployment: Deployment
+
+    @property
+    def id(self) -> str:
+        return self.config.id
+
+
+def created_at(config: Config) -> int:
+    """One `created` for every model, the same in every worker: the config file's age."""
+    try:
+        return int(os.stat(config.source).st_mtime) if config.source else 0
+    except OSError:
+        return 0
+
+
+class Catalogue:
+    def __init__(
+        self, config: Config, providers: Mapping[str, Provider], discovered: Mapping[str, Iterable[str]] | None = None
+    ) -> None:
+        self.created = created_at(config)
+        self._models: dict[str, Model] = {}
+        for m in config.models:
+            self._add(m, providers[m.provider])
+        for provider_id, names in sorted((discovered or {}).items()):
+            for name in sorted(names):
+                if name not in self._models and provider_id in providers:
+                    self._add(
+                        ModelConfig(id=name, provider=provider_id, capabilities=DISCOVERED_CAPABILITIES),
+                        providers[provider_id],
+                    )
+
+    def _add(self, m: ModelConfig, provider: Provider) -> None:
+        self._models[m.id] = Model(
+            m, frozenset(Capability(c) for c in m.capabilities), Deployment(provider, m.upstream)
+        )
+
+    @property
+    def models(self) -> list[Model]:
+        return list(self._models.values())
+
+    def resolve(self, model: str, capability: Capability | None = None) -> Model:
+        """The public model `model`, which must offer `capability` when given."""
+        found = self._models.get(model)
+        if found is None:
+            raise ModelNotFound(model)
+        if capability is not None and capability not in found.capabilities:
+            raise InvalidRequest(f"model '{model[:200]}' does not support {capability.value}", param="model")
+        return found
+
+
+async def discover(providers: Iterable[Provider], timeout_s: float = 3.0) -> dict[str, list[str]]:
+    """What each provider with `discover_models` lists (a provider that does not answer lists nothing)."""
+
+    async def one(p: Provider) -> tuple[str, list[str]]:
+        try:
+            return p.id, await asyncio.wait_for(p.list_models(), timeout=timeout_s)
+        except (GhostError, TimeoutError) as exc:
+            log.info("provider %s: model discovery skipped (%s)", p.id, exc)
+            return p.id, []
+
+    found = await asyncio.gather(*(one(p) for p in providers if p.config.discover_models))
+    return {pid: names for pid, names in found if names}
+
+
+def discover_configured(config: Config) -> dict[str, list[str]]:
+    """Run discovery for the configured providers, outside any worker (the supervisor
+    does it once, so every worker serves the same catalogue)."""
+    from ghostllm.providers.factory import make_provider
+
+    async def run() -> dict[str, list[str]]:
+        providers = [make_provider(p) for p in config.providers if p.discover_models]
+        for p in providers:
+            await p.start()
+        try:
+            return await discover(providers)
+        finally:
+            await asyncio.gather(*(p.close() for p in providers), return_exceptions=True)
+
+    return asyncio.run(run()) if any(p.discover_models for p in config.providers) else {}
