@@ -127,6 +127,12 @@ class ServerConfig:
     def worker_count(self) -> int:
         return self.workers if self.workers > 0 else default_workers()
 
+    @property
+    def max_response_bytes(self) -> int:
+        """The largest non-streaming answer: Envoy buffers it whole, a worker reads an
+        upstream's no further (over it: 502)."""
+        return max(self.max_request_bytes, 64 * 1024 * 1024)
+
 
 @dataclass(frozen=True)
 class ProviderConfig:

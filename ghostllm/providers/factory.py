@@ -6,12 +6,10 @@ from __future__ import annotations
 from ghostllm.config import Config, ProviderConfig
 from ghostllm.errors import ConfigError
 from ghostllm.providers.base import Provider
-from ghostllm.providers.http import HTTPProvider
 from ghostllm.providers.openai import OpenAITranslator
 from ghostllm.providers.translator import Translator
 
 TRANSLATORS: dict[str, type[Translator]] = {"openai": OpenAITranslator}
-# Envoy buffers a non-streaming answer whole up to this (see server/envoy.py); an upstream answer over it is a 502.
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 
 
@@ -19,10 +17,6 @@ def check_provider_types(config: Config) -> None:
     for p in config.providers:
         if p.type not in TRANSLATORS:
             raise ConfigError(f"provider {p.id}: unknown type {p.type!r}; known: {', '.join(TRANSLATORS)}")
-
-
-def max_response_bytes(config: Config) -> int:
-    return max(config.server.max_request_bytes, DEFAULT_MAX_RESPONSE_BYTES)
 
 
 def stream_total_s(config: Config) -> float | None:
@@ -37,5 +31,9 @@ def make_provider(
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     stream_total_s: float | None = None,
 ) -> Provider:
+    # Imported here: validating a config (`serve` does it first thing) needs only the
+    # translators, not the HTTP stack (aiohttp alone is ~0.15 s of start-up).
+    from ghostllm.providers.http import HTTPProvider
+
     translator = TRANSLATORS[config.type](config)
     return HTTPProvider(config, translator, max_response_bytes, stream_total_s)

@@ -44,7 +44,6 @@ def _inline_resources(hcm: dict[str, Any]) -> None:
         if f["name"] == "envoy.filters.http.lua":
             f["typed_config"]["default_source_code"] = {"inline_string": _resource(*LUA_FILTER).read_text()}
         elif f["name"] == "envoy.filters.http.grpc_json_transcoder":
-            f["typed_config"].pop("proto_descriptor", None)
             descriptor = base64.b64encode(_resource(*DESCRIPTOR).read_bytes()).decode()
             f["typed_config"]["proto_descriptor_bin"] = descriptor
 
@@ -159,11 +158,9 @@ def render_envoy_config(config: Config, worker_ports: list[int]) -> dict[str, An
         max_request_headers_kb=MAX_REQUEST_HEADERS_KB,
         max_response_headers_kb=MAX_RESPONSE_HEADERS_KB,
         max_response_header_field_kb=MAX_RESPONSE_HEADER_FIELD_KB,
-        lua_file="",  # both inlined below
-        descriptor="",
         max_request_bytes=s.max_request_bytes,
-        # Responses are streamed, but non-streaming answers are buffered whole.
-        max_response_bytes=max(s.max_request_bytes, 64 * 1024 * 1024),
+        # Responses are streamed, but non-streaming answers are buffered whole: as far as a worker reads them.
+        max_response_bytes=s.max_response_bytes,
     )
     doc: dict[str, Any] = yaml.safe_load(text)
     hcm = doc.pop("hcm")

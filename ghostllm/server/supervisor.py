@@ -29,7 +29,6 @@ from urllib.parse import urlsplit
 import orjson
 
 from ghostllm.config import Config
-from ghostllm.routing.catalogue import discover_configured
 from ghostllm.server.envoy import envoy_command, write_envoy_config
 
 log = logging.getLogger("ghostllm.serve")
@@ -133,14 +132,21 @@ class Supervisor:
             )
 
     def start(self) -> Path:
+        # Imported here: discovery needs the provider stack, which `serve` needs for nothing else.
+        from ghostllm.routing.catalogue import discover_configured
+
         s = self.config.server
         run_dir = self.run_dir = Path(s.run_dir or tempfile.mkdtemp(prefix="ghostllm-"))
         run_dir.mkdir(parents=True, exist_ok=True)
         self._check_upstreams()
+        ports = [s.worker_base_port + i for i in range(s.worker_count)]
+        # Envoy first: its start-up overlaps model discovery and the workers' imports.
+        envoy_config = write_envoy_config(self.config, ports, run_dir)
+        self.envoy = Child("envoy", envoy_command(self.config, envoy_config, run_dir), run_dir / "envoy.out")
+        self.envoy.start()
         # Once here, not per worker: every worker (also a restarted one) serves the same catalogue.
         discovered = run_dir / "discovered.json"
         discovered.write_bytes(orjson.dumps(discover_configured(self.config)))
-        ports = [s.worker_base_port + i for i in range(s.worker_count)]
         for port in ports:
             cmd = [sys.executable, "-m", "ghostllm", "worker", "--port", str(port), "--discovered", str(discovered)]
             if self.config_path:
@@ -148,9 +154,6 @@ class Supervisor:
             child = Child(f"worker:{port}", cmd, port=port)
             child.start()
             self.workers.append(child)
-        envoy_config = write_envoy_config(self.config, ports, run_dir)
-        self.envoy = Child("envoy", envoy_command(self.config, envoy_config, run_dir), run_dir / "envoy.out")
-        self.envoy.start()
         return run_dir
 
     def wait_ready(self, timeout: float = 30.0) -> bool:

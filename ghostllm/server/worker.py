@@ -26,7 +26,7 @@ from ghostllm.config import Config
 from ghostllm.gateway.access_log import AccessLog
 from ghostllm.gateway.pipeline import Pipeline, Sink
 from ghostllm.gateway.stages import ResolveModel, decode_body
-from ghostllm.providers.factory import make_provider, max_response_bytes, stream_total_s
+from ghostllm.providers.factory import make_provider, stream_total_s
 from ghostllm.routing.catalogue import Catalogue
 from ghostllm.routing.health import ProviderHealth
 
@@ -83,7 +83,7 @@ class Worker:
     ) -> None:
         self.config = config
         self.address = f"{host}:{port}"
-        limit, total = max_response_bytes(config), stream_total_s(config)
+        limit, total = config.server.max_response_bytes, stream_total_s(config)
         self.providers = {p.id: make_provider(p, limit, total) for p in config.providers}
         self.catalogue = Catalogue(config, self.providers, discovered or {})
         self.sinks: list[Sink] = []

@@ -16,7 +16,6 @@ from google.protobuf import struct_pb2
 
 from ghostllm.config import parse_config
 from ghostllm.devupstream.faults import LONG_ERROR_CHARS, LONG_ERROR_END, LONG_ERROR_START
-from ghostllm.providers.factory import max_response_bytes
 from ghostllm.v1 import chat_pb2, chat_pb2_grpc, embeddings_pb2, embeddings_pb2_grpc, openai_pb2
 from tests.support.http import Reply, request, upstream_stats
 from tests.support.openapi import validate
@@ -128,7 +127,7 @@ def test_wrong_shape_over_grpc(channel: grpc.Channel, stack: Stack) -> None:
 
 def test_oversized_scenarios_exceed_the_limit(stack: Stack) -> None:
     """The scenario models are just over the gateway's answer limit for this stack's config."""
-    assert max_response_bytes(parse_config(stack.config, env={})) < 65 * MIB
+    assert parse_config(stack.config, env={}).server.max_response_bytes < 65 * MIB
 
 
 @pytest.mark.parametrize("model", ["oversized-65", "oversized-chunked-65"])
