@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import cpu, report
+from bench.large_bodies import large_bodies
 from bench.procs import PACED_MODEL, Stack, stack_config, start_stack
 from bench.report import ratio, section, table
 from bench.soak import soak
@@ -384,6 +385,8 @@ def run(args: argparse.Namespace) -> int:
                 parts.append(("streaming", lambda: streaming(stack, paced, d, tmp)))
             if args.soak:
                 parts.append(("soak", lambda: soak(stack, args.soak, tmp)))
+            if args.large_bodies:
+                parts.append(("large_bodies", lambda: large_bodies(stack, args.large_bodies)))
             rss_start = cpu.all_rss_mb(stack.gateway_pids)
             for name, part in parts:
                 try:
@@ -433,6 +436,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=0, help="worker processes (default 0: derived from the cores)")
     parser.add_argument("--skip-stream", action="store_true", help="skip the streaming part")
     parser.add_argument("--soak", type=float, default=0, metavar="SECONDS", help="add a mixed-load soak this long")
+    parser.add_argument(
+        "--large-bodies", type=int, default=0, metavar="N", help="add N concurrent 30 MiB requests (peak and after RSS)"
+    )
     return run(parser.parse_args(argv))
 
 

@@ -19,6 +19,7 @@ import orjson
 from google.api.httpbody_pb2 import HttpBody
 
 from ghostllm.api.boundary import as_ghost_error, bounded, streaming, unary
+from ghostllm.api.rawbody import RawHttpBody
 from ghostllm.gateway.context import RequestContext
 from ghostllm.gateway.pipeline import Pipeline
 from ghostllm.protocol.chat import check_chat_request
@@ -48,7 +49,8 @@ def sse_events(chunks: list[Json], done: bool) -> bytes:
     return bytes(out)
 
 
-def _decoder(raw: bytes, check: Callable[[Json], Json]) -> Callable[[], Json]:
+def _decoder(rc: RequestContext, raw: memoryview, check: Callable[[Json], Json]) -> Callable[[], Json]:
+    rc.request_bytes = len(raw)
     return lambda: check(parse_json_body(raw))
 
 
@@ -92,24 +94,24 @@ class RestBridge(rest_pb2_grpc.RestBridgeServicer):
                 yield HttpBody(data=b"data: " + orjson.dumps(err.to_dict()) + b"\n\n")
 
     @streaming
-    def ChatCompletions(self, request: HttpBody, rc: RequestContext) -> AsyncGenerator[HttpBody]:
-        return self._serve(rc, Endpoint.CHAT, _decoder(request.data, check_chat_request))
+    def ChatCompletions(self, request: RawHttpBody, rc: RequestContext) -> AsyncGenerator[HttpBody]:
+        return self._serve(rc, Endpoint.CHAT, _decoder(rc, request.data, check_chat_request))
 
     @unary
-    async def ChatCompletionsUnary(self, request: HttpBody, rc: RequestContext) -> HttpBody:
-        return await whole(self._serve(rc, Endpoint.CHAT, _decoder(request.data, check_chat_request)))
+    async def ChatCompletionsUnary(self, request: RawHttpBody, rc: RequestContext) -> HttpBody:
+        return await whole(self._serve(rc, Endpoint.CHAT, _decoder(rc, request.data, check_chat_request)))
 
     @streaming
-    def Completions(self, request: HttpBody, rc: RequestContext) -> AsyncGenerator[HttpBody]:
-        return self._serve(rc, Endpoint.COMPLETIONS, _decoder(request.data, check_completion_request))
+    def Completions(self, request: RawHttpBody, rc: RequestContext) -> AsyncGenerator[HttpBody]:
+        return self._serve(rc, Endpoint.COMPLETIONS, _decoder(rc, request.data, check_completion_request))
 
     @unary
-    async def CompletionsUnary(self, request: HttpBody, rc: RequestContext) -> HttpBody:
-        return await whole(self._serve(rc, Endpoint.COMPLETIONS, _decoder(request.data, check_completion_request)))
+    async def CompletionsUnary(self, request: RawHttpBody, rc: RequestContext) -> HttpBody:
+        return await whole(self._serve(rc, Endpoint.COMPLETIONS, _decoder(rc, request.data, check_completion_request)))
 
     @unary
-    async def Embeddings(self, request: HttpBody, rc: RequestContext) -> HttpBody:
-        decode = _decoder(request.data, check_embedding_request)
+    async def Embeddings(self, request: RawHttpBody, rc: RequestContext) -> HttpBody:
+        decode = _decoder(rc, request.data, check_embedding_request)
         async with self.pipeline.exchange(rc, Endpoint.EMBEDDINGS, decode, stream=False) as ex:
             await ex.admit()
             return json_body(await ex.complete())

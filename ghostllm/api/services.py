@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.api import httpbody_pb2
 from google.protobuf.descriptor import FileDescriptor, ServiceDescriptor
 from google.protobuf.message_factory import GetMessageClass
 
@@ -21,6 +22,7 @@ from ghostllm.api.completions import CompletionService
 from ghostllm.api.embeddings import EmbeddingService
 from ghostllm.api.gateway import GatewayService
 from ghostllm.api.models import ModelService
+from ghostllm.api.rawbody import decode_http_body
 from ghostllm.api.rest import RestBridge
 from ghostllm.gateway.pipeline import Pipeline
 from ghostllm.routing.catalogue import Catalogue
@@ -33,6 +35,8 @@ from ghostllm.v1 import (
     models_pb2,
     rest_pb2,
 )
+
+HTTP_BODY = httpbody_pb2.HttpBody.DESCRIPTOR
 
 
 @dataclass(frozen=True)
@@ -111,12 +115,13 @@ def method_handlers(service: ServiceDescriptor, servicer: Any) -> dict[str, grpc
     bad UTF-8, too deep) with UNKNOWN; the boundary answers INVALID_ARGUMENT instead."""
     out: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
     for m in service.methods:
-        request = GetMessageClass(m.input_type)
         reply = GetMessageClass(m.output_type)
+        # The REST bridge reads the client's body as a view into the received bytes.
+        decode = decode_http_body if m.input_type is HTTP_BODY else GetMessageClass(m.input_type).FromString
         make = grpc.unary_stream_rpc_method_handler if m.server_streaming else grpc.unary_unary_rpc_method_handler
         out[m.name] = make(
             getattr(servicer, m.name),
-            request_deserializer=undecodable_safe(request.FromString),
+            request_deserializer=undecodable_safe(decode),
             response_serializer=reply.SerializeToString,
         )
     return out

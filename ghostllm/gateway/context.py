@@ -20,6 +20,8 @@ class RequestContext:
     deadline: float | None = None
     # Unix time when the call arrived, for records.
     started_at: float = 0.0
+    # Size of the request body as received (REST: the client's JSON; 0 for typed gRPC).
+    request_bytes: int = 0
     # Headers for the client's answer (HTTP headers over REST, initial metadata over gRPC),
     # set by stages; the boundary sends them before the first message.
     response_headers: list[tuple[str, str]] = field(default_factory=list)

@@ -113,6 +113,7 @@ class Pipeline:
             ttft_ms=round((ex.first_output_at - ctx.started) * 1000, 3) if ex.first_output_at else None,
             client_ip=ctx.client_ip[:MAX_FIELD_CHARS],
             user_agent=ctx.user_agent[:MAX_FIELD_CHARS],
+            request_bytes=ctx.request_bytes,
         )
         for sink in self.sinks:
             try:

@@ -32,3 +32,5 @@ class UsageRecord:
     ttft_ms: float | None
     client_ip: str
     user_agent: str
+    # The REST body's size as received (0 for typed gRPC calls).
+    request_bytes: int

@@ -168,7 +168,7 @@ def merge_extra(body: Json, req: Message) -> Json:
     return body
 
 
-def parse_json_body(raw: bytes) -> Json:
+def parse_json_body(raw: bytes | memoryview) -> Json:
     """A REST request body: strict JSON (RFC 8259, as OpenAI parses it), an object at the top."""
     try:
         body = orjson.loads(raw)

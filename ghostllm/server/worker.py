@@ -29,6 +29,7 @@ from ghostllm.gateway.stages import ResolveModel, decode_body
 from ghostllm.providers.factory import make_provider, stream_total_s
 from ghostllm.routing.catalogue import Catalogue
 from ghostllm.routing.health import ProviderHealth
+from ghostllm.server.memory import ReleaseMemory
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ class Worker:
         limit, total = config.server.max_response_bytes, stream_total_s(config)
         self.providers = {p.id: make_provider(p, limit, total) for p in config.providers}
         self.catalogue = Catalogue(config, self.providers, discovered or {})
-        self.sinks: list[Sink] = []
+        self.sinks: list[Sink] = [ReleaseMemory()]
         if config.server.access_log != "off":
             self.access_log: AccessLog | None = AccessLog(config.server.access_log)
             self.sinks.append(self.access_log)

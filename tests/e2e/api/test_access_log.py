@@ -22,7 +22,7 @@ SECRET = "the-prompt-text-must-never-be-logged"
 FIELDS = {
     "request_id", "started_at", "endpoint", "model", "provider", "upstream_model", "stream", "status", "error_code",
     "prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens", "estimated",
-    "latency_ms", "ttft_ms", "client_ip", "user_agent",
+    "latency_ms", "ttft_ms", "client_ip", "user_agent", "request_bytes",
 }  # fmt: skip
 
 
