@@ -156,14 +156,33 @@ def copy_from_proto(req: Message, body: Json, optional: tuple[str, ...]) -> None
 
 
 def merge_extra(body: Json, req: Message) -> Json:
-    """Add a typed request's `extra` parameters as top-level fields (never over a field the message models)."""
-    if not req.HasField("extra"):
-        return body
-    extra = struct_to_py(getattr(req, "extra"))  # noqa: B009 - Message has no static fields
+    """Add a typed request's `extra` parameters (a Struct, and `extra_json`) as top-level fields,
+    never over a field the message models or one already set."""
+    fields: Any = req
+    if not fields.HasField("extra"):
+        return merge_extra_json(body, fields.extra_json)
+    extra = struct_to_py(fields.extra)
     modelled = req.DESCRIPTOR.fields_by_name
     for key, value in extra.items():
         if key in modelled:
             raise InvalidRequest(f"extra.{key} is a field of the request: set it directly", param=f"extra.{key}")
+        body[key] = value
+    return merge_extra_json(body, fields.extra_json)
+
+
+def merge_extra_json(body: Json, text: str) -> Json:
+    """Add the top-level fields of a typed request's `extra_json` (a JSON object), none of them set already."""
+    if not text:
+        return body
+    try:
+        extra = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"extra_json is not valid JSON: {exc}", param="extra_json", code="invalid_json") from None
+    if not isinstance(extra, dict):
+        raise type_error("extra_json", "a JSON object", extra)
+    for key, value in extra.items():
+        if key in body:
+            raise InvalidRequest(f"extra_json.{key} is set twice", param=f"extra_json.{key}")
         body[key] = value
     return body
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cghostllm/v1/embeddings.proto\x12\x0bghostllm.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xbf\x01\n\x10\x45mbeddingRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12%\n\x05input\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x17\n\x0f\x65ncoding_format\x18\x03 \x01(\t\x12\x17\n\ndimensions\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x0c\n\x04user\x18\x05 \x01(\t\x12&\n\x05\x65xtra\x18\x06 \x01(\x0b\x32\x17.google.protobuf.StructB\r\n\x0b_dimensions\"=\n\tEmbedding\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0e\n\x06object\x18\x02 \x01(\t\x12\x11\n\tembedding\x18\x03 \x03(\x02\"=\n\x0e\x45mbeddingUsage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x14\n\x0ctotal_tokens\x18\x02 \x01(\x05\"\x84\x01\n\x11\x45mbeddingResponse\x12\x0e\n\x06object\x18\x01 \x01(\t\x12$\n\x04\x64\x61ta\x18\x02 \x03(\x0b\x32\x16.ghostllm.v1.Embedding\x12\r\n\x05model\x18\x03 \x01(\t\x12*\n\x05usage\x18\x04 \x01(\x0b\x32\x1b.ghostllm.v1.EmbeddingUsage2d\n\x10\x45mbeddingService\x12P\n\x0f\x43reateEmbedding\x12\x1d.ghostllm.v1.EmbeddingRequest\x1a\x1e.ghostllm.v1.EmbeddingResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cghostllm/v1/embeddings.proto\x12\x0bghostllm.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xd3\x01\n\x10\x45mbeddingRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12%\n\x05input\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x17\n\x0f\x65ncoding_format\x18\x03 \x01(\t\x12\x17\n\ndimensions\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x0c\n\x04user\x18\x05 \x01(\t\x12&\n\x05\x65xtra\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nextra_json\x18\x07 \x01(\tB\r\n\x0b_dimensions\"=\n\tEmbedding\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0e\n\x06object\x18\x02 \x01(\t\x12\x11\n\tembedding\x18\x03 \x03(\x02\"=\n\x0e\x45mbeddingUsage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x14\n\x0ctotal_tokens\x18\x02 \x01(\x05\"\x84\x01\n\x11\x45mbeddingResponse\x12\x0e\n\x06object\x18\x01 \x01(\t\x12$\n\x04\x64\x61ta\x18\x02 \x03(\x0b\x32\x16.ghostllm.v1.Embedding\x12\r\n\x05model\x18\x03 \x01(\t\x12*\n\x05usage\x18\x04 \x01(\x0b\x32\x1b.ghostllm.v1.EmbeddingUsage2d\n\x10\x45mbeddingService\x12P\n\x0f\x43reateEmbedding\x12\x1d.ghostllm.v1.EmbeddingRequest\x1a\x1e.ghostllm.v1.EmbeddingResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,13 +33,13 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ghostllm.v1.embeddings_pb2'
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_EMBEDDINGREQUEST']._serialized_start=76
-  _globals['_EMBEDDINGREQUEST']._serialized_end=267
-  _globals['_EMBEDDING']._serialized_start=269
-  _globals['_EMBEDDING']._serialized_end=330
-  _globals['_EMBEDDINGUSAGE']._serialized_start=332
-  _globals['_EMBEDDINGUSAGE']._serialized_end=393
-  _globals['_EMBEDDINGRESPONSE']._serialized_start=396
-  _globals['_EMBEDDINGRESPONSE']._serialized_end=528
-  _globals['_EMBEDDINGSERVICE']._serialized_start=530
-  _globals['_EMBEDDINGSERVICE']._serialized_end=630
+  _globals['_EMBEDDINGREQUEST']._serialized_end=287
+  _globals['_EMBEDDING']._serialized_start=289
+  _globals['_EMBEDDING']._serialized_end=350
+  _globals['_EMBEDDINGUSAGE']._serialized_start=352
+  _globals['_EMBEDDINGUSAGE']._serialized_end=413
+  _globals['_EMBEDDINGRESPONSE']._serialized_start=416
+  _globals['_EMBEDDINGRESPONSE']._serialized_end=548
+  _globals['_EMBEDDINGSERVICE']._serialized_start=550
+  _globals['_EMBEDDINGSERVICE']._serialized_end=650
 # @@protoc_insertion_point(module_scope)

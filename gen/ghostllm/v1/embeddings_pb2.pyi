@@ -29,11 +29,14 @@ class EmbeddingRequest(_message.Message):
     DIMENSIONS_FIELD_NUMBER: _builtins.int
     USER_FIELD_NUMBER: _builtins.int
     EXTRA_FIELD_NUMBER: _builtins.int
+    EXTRA_JSON_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     encoding_format: _builtins.str
     """"float" (default) or "base64"."""
     dimensions: _builtins.int
     user: _builtins.str
+    extra_json: _builtins.str
+    """As ChatCompletionRequest.extra_json."""
     @_builtins.property
     def input(self) -> _struct_pb2.Value:
         """A string, a list of strings, a list of token ids or a list of lists of ids."""
@@ -51,10 +54,11 @@ class EmbeddingRequest(_message.Message):
         dimensions: _builtins.int | None = ...,
         user: _builtins.str = ...,
         extra: _struct_pb2.Struct | None = ...,
+        extra_json: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_dimensions", b"_dimensions", "dimensions", b"dimensions", "extra", b"extra", "input", b"input"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_dimensions", b"_dimensions", "dimensions", b"dimensions", "encoding_format", b"encoding_format", "extra", b"extra", "input", b"input", "model", b"model", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_dimensions", b"_dimensions", "dimensions", b"dimensions", "encoding_format", b"encoding_format", "extra", b"extra", "extra_json", b"extra_json", "input", b"input", "model", b"model", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__dimensions: _TypeAlias = _typing.Literal["dimensions"]  # noqa: Y015
     _WhichOneofArgType__dimensions: _TypeAlias = _typing.Literal["_dimensions", b"_dimensions"]  # noqa: Y015

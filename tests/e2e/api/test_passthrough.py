@@ -315,3 +315,28 @@ def test_too_deep_names_the_field(stack: Stack, field: str, value: str, stream: 
     assert err["code"] == "too_deep"
     assert field in err["message"]
     assert upstream_requests(stack) == 0
+
+
+def test_grpc_deep_values_travel_in_extra_json(channel: grpc.Channel, stack: Stack) -> None:
+    # A Struct this deep is beyond protobuf's decoder; as JSON text it is not.
+    stub = chat_pb2_grpc.ChatServiceStub(channel)
+    extra = {"response_format": DEEP_FORMAT, "tools": [DEEP_TOOL]}
+    req = chat_pb2.ChatCompletionRequest(model="dev-echo", messages=[user("deep")], extra_json=json.dumps(extra))
+    reset(stack)
+    reply = stub.CreateChatCompletion(req)
+    assert reply.choices[0].finish_reason == "tool_calls"
+    assert_forwarded(stack, extra)
+
+
+@pytest.mark.parametrize(
+    ("extra_json", "param"),
+    [('{"temperature": 1}', "extra_json.temperature"), ("[1]", "extra_json"), ("{bad", "extra_json")],
+)
+def test_grpc_bad_extra_json_is_invalid(channel: grpc.Channel, stack: Stack, extra_json: str, param: str) -> None:
+    stub = chat_pb2_grpc.ChatServiceStub(channel)
+    req = chat_pb2.ChatCompletionRequest(model="dev-echo", messages=[user("x")], temperature=0.5, extra_json=extra_json)
+    reset(stack)
+    with pytest.raises(grpc.RpcError) as exc:
+        stub.CreateChatCompletion(req)
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT and param in (exc.value.details() or "")
+    assert upstream_requests(stack) == 0
