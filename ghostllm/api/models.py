@@ -5,6 +5,8 @@ from __future__ import annotations
 from ghostllm.api.boundary import unary
 from ghostllm.config import Capability
 from ghostllm.gateway.context import RequestContext
+from ghostllm.gateway.pipeline import Pipeline
+from ghostllm.protocol.endpoints import Endpoint
 from ghostllm.routing.catalogue import Catalogue, Model
 from ghostllm.v1 import models_pb2, models_pb2_grpc
 
@@ -39,18 +41,26 @@ def model_to_proto(model: Model, created: int) -> models_pb2.Model:
 
 
 class ModelService(models_pb2_grpc.ModelServiceServicer):
-    def __init__(self, catalogue: Catalogue) -> None:
+    """Through the pipeline like every endpoint (its admit stages, its record), with no upstream call."""
+
+    def __init__(self, pipeline: Pipeline, catalogue: Catalogue) -> None:
+        self.pipeline = pipeline
         self.catalogue = catalogue
 
     @unary
     async def ListModels(
         self, request: models_pb2.ListModelsRequest, rc: RequestContext
     ) -> models_pb2.ListModelsResponse:
-        created = self.catalogue.created
-        return models_pb2.ListModelsResponse(
-            object="list", data=[model_to_proto(m, created) for m in self.catalogue.models]
-        )
+        async with self.pipeline.exchange(rc, Endpoint.MODELS, dict, stream=False) as ex:
+            await ex.admit()
+            created = self.catalogue.created
+            return models_pb2.ListModelsResponse(
+                object="list", data=[model_to_proto(m, created) for m in self.catalogue.models]
+            )
 
     @unary
     async def GetModel(self, request: models_pb2.GetModelRequest, rc: RequestContext) -> models_pb2.Model:
-        return model_to_proto(self.catalogue.resolve(request.model), self.catalogue.created)
+        async with self.pipeline.exchange(rc, Endpoint.MODELS, lambda: {"model": request.model}, stream=False) as ex:
+            await ex.admit()
+            assert ex.model is not None  # resolved by admission, or it raised
+            return model_to_proto(ex.model, self.catalogue.created)

@@ -87,7 +87,7 @@ SERVICES: tuple[Service, ...] = (
     ),
     Service(
         _service(models_pb2.DESCRIPTOR, "ModelService"),
-        lambda d: ModelService(d.catalogue),
+        lambda d: ModelService(d.pipeline, d.catalogue),
         public=True,
         rest=True,
     ),

@@ -4,6 +4,7 @@ error the client gets; the worker lists them in order (see server/worker.py)."""
 from __future__ import annotations
 
 from ghostllm.gateway.exchange import Exchange
+from ghostllm.protocol.endpoints import Endpoint
 from ghostllm.routing.catalogue import Catalogue
 
 
@@ -19,5 +20,7 @@ class ResolveModel:
         self.catalogue = catalogue
 
     async def __call__(self, ex: Exchange) -> None:
+        if ex.endpoint is Endpoint.MODELS and "model" not in (ex.body or {}):
+            return  # the listing: no one model
         ex.model = self.catalogue.resolve(ex.requested_model, ex.endpoint.capability)
         ex.deployment = ex.model.deployment

@@ -13,11 +13,13 @@ class Endpoint(Enum):
     CHAT = "chat.completions"
     COMPLETIONS = "completions"
     EMBEDDINGS = "embeddings"
+    # The catalogue itself (list, or one model): admitted like the others, no upstream call.
+    MODELS = "models"
 
     @property
-    def capability(self) -> Capability:
-        """The catalogue capability a model needs to serve this endpoint."""
-        return _CAPABILITY[self]
+    def capability(self) -> Capability | None:
+        """The catalogue capability a model needs to serve this endpoint (None: any model)."""
+        return _CAPABILITY.get(self)
 
 
 _CAPABILITY = {

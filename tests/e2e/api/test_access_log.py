@@ -124,3 +124,14 @@ def test_access_log_to_a_file(upstream_port: int, tmp_path: Path) -> None:
         assert not records(s.log)  # nothing on stdout
     finally:
         stop(s.proc)
+
+
+def test_model_listing_and_lookup_go_through_the_pipeline(stack: Stack) -> None:
+    listing = request(f"{stack.base_url}/models")
+    one = request(f"{stack.base_url}/models/gpt-test")
+    missing = request(f"{stack.base_url}/models/nope")
+    assert (listing.status, one.status, missing.status) == (200, 200, 404)
+    assert record_for(stack.log, listing.headers["x-request-id"])["endpoint"] == "models"
+    r = record_for(stack.log, one.headers["x-request-id"])
+    assert (r["model"], r["provider"], r["upstream_model"], r["status"]) == ("gpt-test", "dev", "dev-echo", 200)
+    assert record_for(stack.log, missing.headers["x-request-id"])["error_code"] == "model_not_found"
