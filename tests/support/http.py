@@ -8,6 +8,8 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
+from tests.support.openapi import validate
+
 
 @dataclass
 class Reply:
@@ -41,6 +43,23 @@ def request(
             return Reply(resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read())
     except urllib.error.HTTPError as err:
         return Reply(err.code, {k.lower(): v for k, v in err.headers.items()}, err.read())
+
+
+def check_error(reply: Reply, status: int, etype: str | None = None, code: str | None = None) -> dict[str, Any]:
+    """An OpenAI-shaped error with this status (and type, code), and nothing of gRPC's showing."""
+    assert reply.status == status, reply.body[:500]
+    assert reply.headers["content-type"] == "application/json"
+    assert "grpc-status" not in reply.headers and "ghostllm-error" not in reply.headers
+    body = reply.json()
+    validate("ErrorResponse", body)
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    err: dict[str, Any] = body["error"]
+    assert err["message"]
+    if etype is not None:
+        assert err["type"] == etype, err
+    if code is not None:
+        assert err["code"] == code, err
+    return err
 
 
 def upstream_last_request(upstream_url: str) -> Any:

@@ -8,7 +8,7 @@ from typing import Any
 import openai
 import pytest
 
-from tests.support.http import Reply, request
+from tests.support.http import Reply, check_error, request
 from tests.support.openapi import validate
 from tests.support.procs import Stack
 
@@ -17,21 +17,6 @@ HELLO = [{"role": "user", "content": "hi"}]
 
 def post(stack: Stack, body: bytes | dict[str, Any], path: str = "/chat/completions") -> Reply:
     return request(stack.base_url + path, body)
-
-
-def check_error(reply: Reply, status: int, etype: str | None = None, code: str | None = None) -> dict[str, Any]:
-    assert reply.status == status, reply.body
-    assert reply.headers["content-type"] == "application/json"
-    assert "grpc-status" not in reply.headers and "ghostllm-error" not in reply.headers
-    body = reply.json()
-    validate("ErrorResponse", body)
-    err: dict[str, Any] = body["error"]
-    assert err["message"]
-    if etype:
-        assert err["type"] == etype
-    if code:
-        assert err["code"] == code
-    return err
 
 
 def test_malformed_json(stack: Stack) -> None:

@@ -145,6 +145,19 @@ def test_typed_streaming_completion(channel: grpc.Channel) -> None:
     assert "".join(c.choices[0].text for c in chunks if c.choices)
 
 
+def send_raw(channel: grpc.Channel, payload: bytes) -> grpc.StatusCode:
+    """CreateChatCompletion with these bytes as the request message; the status it fails with."""
+    raw: Any = channel.unary_unary(
+        "/ghostllm.v1.ChatService/CreateChatCompletion",
+        request_serializer=lambda b: b,
+        response_deserializer=chat_pb2.ChatCompletion.FromString,
+    )
+    with pytest.raises(grpc.RpcError) as exc:
+        raw(payload)
+    code: grpc.StatusCode = exc.value.code()
+    return code
+
+
 @pytest.mark.parametrize(
     "payload",
     [
@@ -154,14 +167,7 @@ def test_typed_streaming_completion(channel: grpc.Channel) -> None:
     ],
 )
 def test_undecodable_request_is_invalid_argument(channel: grpc.Channel, payload: bytes) -> None:
-    raw: Any = channel.unary_unary(
-        "/ghostllm.v1.ChatService/CreateChatCompletion",
-        request_serializer=lambda b: b,
-        response_deserializer=chat_pb2.ChatCompletion.FromString,
-    )
-    with pytest.raises(grpc.RpcError) as exc:
-        raw(payload)
-    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert send_raw(channel, payload) == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_too_deep_request_is_invalid_argument(channel: grpc.Channel) -> None:
@@ -175,11 +181,4 @@ def test_too_deep_request_is_invalid_argument(channel: grpc.Channel) -> None:
         deep = field(6, field(1, deep))  # Value.list_value -> ListValue.values -> Value
     message = field(1, b"user") + field(2, deep)
     payload = field(1, b"dev-echo") + field(2, message)
-    raw: Any = channel.unary_unary(
-        "/ghostllm.v1.ChatService/CreateChatCompletion",
-        request_serializer=lambda b: b,
-        response_deserializer=chat_pb2.ChatCompletion.FromString,
-    )
-    with pytest.raises(grpc.RpcError) as exc:
-        raw(payload)
-    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert send_raw(channel, payload) == grpc.StatusCode.INVALID_ARGUMENT

@@ -24,26 +24,12 @@ import pytest
 from ghostllm.config import parse_config
 from ghostllm.server.envoy import MAX_REQUEST_HEADERS_KB, envoy_command, render_envoy_config
 from ghostllm.v1 import chat_pb2, chat_pb2_grpc, openai_pb2
-from tests.support.http import Reply, envoy_counter, upstream_stats
-from tests.support.openapi import validate
+from tests.support.http import Reply, check_error, envoy_counter, upstream_stats
 from tests.support.procs import Stack, free_port, start, stop, wait_port
 
 HELLO = [{"role": "user", "content": "hi"}]
 CHAT = {"model": "dev-echo", "messages": HELLO}
 RETRIES = "cluster.workers.upstream_rq_retry"
-
-
-def check_error(reply: Reply, status: int, code: str | None = None) -> dict[str, Any]:
-    assert reply.status == status, reply.body
-    assert reply.headers["content-type"] == "application/json"
-    assert "grpc-status" not in reply.headers and "ghostllm-error" not in reply.headers
-    body = reply.json()
-    validate("ErrorResponse", body)
-    err: dict[str, Any] = body["error"]
-    assert err["message"]
-    if code:
-        assert err["code"] == code, err
-    return err
 
 
 def raw_http(port: int, data: bytes) -> Reply:
@@ -147,19 +133,21 @@ def test_sdk_with_default_query(stack: Stack) -> None:
 )
 def test_invalid_utf8_in_path_or_query_is_400(stack: Stack, path: str) -> None:
     watch = Watch(stack)
-    err = check_error(call(stack.rest_port, "GET", path), 400, "invalid_encoding")
+    err = check_error(call(stack.rest_port, "GET", path), 400, code="invalid_encoding")
     assert err["type"] == "invalid_request_error"
     watch.assert_no_retry_no_restart()
 
 
 def test_invalid_utf8_in_query_of_a_post_is_400(stack: Stack) -> None:
     watch = Watch(stack)
-    check_error(call(stack.rest_port, "POST", "/v1/chat/completions?x=%80", chat_body(), JSON), 400, "invalid_encoding")
+    check_error(
+        call(stack.rest_port, "POST", "/v1/chat/completions?x=%80", chat_body(), JSON), 400, code="invalid_encoding"
+    )
     assert watch.upstream_calls() == 0
 
 
 def test_percent_encoded_utf8_still_works(stack: Stack) -> None:
-    err = check_error(call(stack.rest_port, "GET", "/v1/models/caf%C3%A9"), 404, "model_not_found")
+    err = check_error(call(stack.rest_port, "GET", "/v1/models/caf%C3%A9"), 404, code="model_not_found")
     assert "café" in err["message"]
 
 
@@ -189,7 +177,7 @@ def test_large_metadata_over_native_grpc(stack: Stack) -> None:
 def test_headers_over_envoys_limit_are_431_without_echo(stack: Stack) -> None:
     secret = "s3cr3t" * (11 * 1024)  # 66 KiB
     reply = call(stack.rest_port, "POST", "/v1/chat/completions", chat_body(), {**JSON, "authorization": secret})
-    err = check_error(reply, 431, "request_headers_too_large")
+    err = check_error(reply, 431, code="request_headers_too_large")
     assert "s3cr3t" not in reply.body.decode()
     assert "authorization" not in err["message"].lower()
     with (
@@ -215,7 +203,7 @@ def test_headers_over_envoys_limit_are_431_without_echo(stack: Stack) -> None:
     ],
 )
 def test_envoy_400s_say_what_was_wrong(stack: Stack, data: bytes, code: str) -> None:
-    err = check_error(raw_http(stack.rest_port, data), 400, code)
+    err = check_error(raw_http(stack.rest_port, data), 400, code=code)
     assert err["code"] != "invalid_json"
 
 
@@ -227,7 +215,7 @@ def test_wrong_method_on_post_only_path_is_405(stack: Stack, path: str, method: 
     assert reply.status == 405, reply.body
     assert reply.headers["allow"] == "POST"
     if method != "HEAD":
-        err = check_error(reply, 405, "method_not_allowed")
+        err = check_error(reply, 405, code="method_not_allowed")
         assert path in err["message"]
     assert watch.upstream_calls() == 0
 
@@ -236,14 +224,14 @@ def test_wrong_method_on_post_only_path_is_405(stack: Stack, path: str, method: 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
 def test_wrong_method_on_get_only_path_is_405(stack: Stack, path: str, method: str) -> None:
     reply = call(stack.rest_port, method, path, b"{}", JSON)
-    err = check_error(reply, 405, "method_not_allowed")
+    err = check_error(reply, 405, code="method_not_allowed")
     assert reply.headers["allow"] == "GET"
     assert method in err["message"]
 
 
 def test_unknown_method_token_is_405(stack: Stack) -> None:
     reply = raw_http(stack.rest_port, b"BREW /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
-    check_error(reply, 405, "method_not_allowed")
+    check_error(reply, 405, code="method_not_allowed")
     assert reply.headers["allow"] == "GET"
 
 
@@ -261,14 +249,14 @@ def test_sdk_sees_405_as_an_api_error(client: openai.OpenAI) -> None:
 
 def test_unknown_path_does_not_repeat_the_query(stack: Stack) -> None:
     reply = call(stack.rest_port, "GET", "/v1/nothing?api_key=sk-secret")
-    err = check_error(reply, 404, "not_found")
+    err = check_error(reply, 404, code="not_found")
     assert "/v1/nothing" in err["message"] and "sk-secret" not in reply.body.decode()
 
 
 def test_internal_unary_paths_stay_hidden(stack: Stack) -> None:
     watch = Watch(stack)
     reply = call(stack.rest_port, "POST", "/_ghostllm/unary/v1/chat/completions?x=1", chat_body(), JSON)
-    check_error(reply, 404, "not_found")
+    check_error(reply, 404, code="not_found")
     assert watch.upstream_calls() == 0
 
 
@@ -423,7 +411,7 @@ def test_slow_body_is_cut_with_408(short_timeouts: SideEnvoy, stack: Stack) -> N
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
         b"content-length: %d\r\n\r\n" % len(body)
     )
-    check_error(_trickle(short_timeouts.rest_port, head, body), 408, "request_timeout")
+    check_error(_trickle(short_timeouts.rest_port, head, body), 408, code="request_timeout")
     assert watch.upstream_calls() == 0
 
 

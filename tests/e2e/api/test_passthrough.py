@@ -21,7 +21,7 @@ from ghostllm.v1 import (
     embeddings_pb2_grpc,
     openai_pb2,
 )
-from tests.support.http import Reply, request, upstream_last_request, upstream_stats
+from tests.support.http import check_error, request, upstream_last_request, upstream_stats
 from tests.support.openapi import validate
 from tests.support.procs import Stack
 
@@ -74,19 +74,6 @@ def assert_forwarded(stack: Stack, sent: dict[str, Any]) -> dict[str, Any]:
         assert key in body, f"{key} did not reach the upstream"
         assert body[key] == value, key
     return body
-
-
-def check_error(reply: Reply, status: int, etype: str, code: str | None = None) -> dict[str, Any]:
-    assert reply.status == status, reply.body[:500]
-    assert reply.headers["content-type"] == "application/json"
-    body = reply.json()
-    validate("ErrorResponse", body)
-    assert set(body["error"]) == {"message", "type", "param", "code"}
-    err: dict[str, Any] = body["error"]
-    assert err["type"] == etype and err["message"]
-    if code is not None:
-        assert err["code"] == code
-    return err
 
 
 def struct(value: dict[str, Any]) -> struct_pb2.Struct:

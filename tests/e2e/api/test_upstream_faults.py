@@ -17,8 +17,7 @@ from google.protobuf import struct_pb2
 from ghostllm.config import parse_config
 from ghostllm.devupstream.faults import LONG_ERROR_CHARS, LONG_ERROR_END, LONG_ERROR_START
 from ghostllm.v1 import chat_pb2, chat_pb2_grpc, embeddings_pb2, embeddings_pb2_grpc, openai_pb2
-from tests.support.http import Reply, request, upstream_stats
-from tests.support.openapi import validate
+from tests.support.http import Reply, check_error, request, upstream_stats
 from tests.support.procs import Stack
 
 HELLO = [{"role": "user", "content": "hi"}]
@@ -53,21 +52,6 @@ def upstream_requests(stack: Stack) -> int:
 
 def post(stack: Stack, path: str, body: dict[str, Any]) -> Reply:
     return request(stack.base_url + path, body, timeout=60)
-
-
-def check_error(reply: Reply, status: int, etype: str, code: str | None = None) -> dict[str, Any]:
-    assert reply.status == status, reply.body[:500]
-    assert reply.headers["content-type"] == "application/json"
-    assert "grpc-status" not in reply.headers and "ghostllm-error" not in reply.headers
-    body = reply.json()
-    validate("ErrorResponse", body)
-    assert set(body["error"]) == {"message", "type", "param", "code"}
-    err: dict[str, Any] = body["error"]
-    assert err["type"] == etype and err["message"]
-    assert len(err["message"]) <= MESSAGE_BOUND
-    if code is not None:
-        assert err["code"] == code
-    return err
 
 
 def user(text: str) -> openai_pb2.ChatMessage:
