@@ -31,7 +31,6 @@ import yaml
 from ghostllm.errors import ConfigError
 
 DEFAULT_CONFIG_FILE = "ghostllm.yaml"
-PROVIDER_TYPES = ("openai",)
 
 
 class Capability(StrEnum):
@@ -318,8 +317,6 @@ def _validate(config: Config) -> None:
     for i, p in enumerate(config.providers):
         if not p.id:
             raise ConfigError(f"providers[{i}]: id is required")
-        if p.type not in PROVIDER_TYPES:
-            raise ConfigError(f"provider {p.id}: unknown type {p.type!r}; known: {', '.join(PROVIDER_TYPES)}")
         if not p.base_url:
             raise ConfigError(f"provider {p.id}: base_url is required")
         if any(q.id == p.id for q in config.providers[:i]):

@@ -8,6 +8,7 @@ import pytest
 
 from ghostllm.config import load_config, parse_config
 from ghostllm.errors import ConfigError
+from ghostllm.providers.factory import check_provider_types
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,7 +52,6 @@ def test_api_key_comes_from_environment(monkeypatch: pytest.MonkeyPatch) -> None
         ({"server": {"rest_prot": 1}}, "unknown key"),
         ({"server": {"rest_port": "eighty"}}, "expected an integer"),
         ({"extra": {}}, "unknown section"),
-        ({"providers": [{"id": "x", "type": "carrier-pigeon", "base_url": "u"}]}, "unknown type"),
         ({"providers": [{"id": "x"}]}, "base_url is required"),
         ({"models": [{"id": "m", "provider": "ghost"}]}, "unknown provider"),
         ({**BASE, "models": [{"id": "m", "provider": "my-openai", "capabilities": ["telepathy"]}]}, "capabilities"),
@@ -175,3 +175,10 @@ def test_env_overrides_nested_sections_and_lists() -> None:
 def test_env_override_errors_name_the_variable() -> None:
     with pytest.raises(ConfigError, match="GHOSTLLM_SERVER_CORS_MAX_AGE_S: expected an integer"):
         parse_config({}, env={"GHOSTLLM_SERVER_CORS_MAX_AGE_S": "forever"})
+
+
+def test_unknown_provider_type_is_named_by_the_provider_factory() -> None:
+    # The factory holds the one list of provider types; `ghostllm` checks every config against it.
+    config = parse_config({"providers": [{"id": "x", "type": "carrier-pigeon", "base_url": "u"}]}, env={})
+    with pytest.raises(ConfigError, match="unknown type 'carrier-pigeon'; known: openai"):
+        check_provider_types(config)
