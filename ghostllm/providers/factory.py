@@ -19,21 +19,32 @@ def check_provider_types(config: Config) -> None:
             raise ConfigError(f"provider {p.id}: unknown type {p.type!r}; known: {', '.join(TRANSLATORS)}")
 
 
+def _before(envoy_limit_s: float) -> float | None:
+    return max(0.5, envoy_limit_s - 1.0) if envoy_limit_s > 0 else None
+
+
 def stream_total_s(config: Config) -> float | None:
     """How long a stream may run: ended by the worker (with an in-band error event and a
     usage record saying so) a second before Envoy's route timeout would cut it silently."""
-    limit = config.server.request_timeout_s
-    return max(0.5, limit - 1.0) if limit > 0 else None
+    return _before(config.server.request_timeout_s)
+
+
+def stream_silence_s(config: Config, provider: ProviderConfig) -> float:
+    """How long a stream may go silent: the provider's timeout_s, but ended by the worker
+    before Envoy's idle timeout would cut it without an error event."""
+    idle = _before(config.server.stream_idle_timeout_s)
+    return min(provider.timeout_s, idle) if idle is not None else provider.timeout_s
 
 
 def make_provider(
     config: ProviderConfig,
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     stream_total_s: float | None = None,
+    stream_silence_s: float | None = None,
 ) -> Provider:
     # Imported here: validating a config (`serve` does it first thing) needs only the
     # translators, not the HTTP stack (aiohttp alone is ~0.15 s of start-up).
     from ghostllm.providers.http import HTTPProvider
 
     translator = TRANSLATORS[config.type](config)
-    return HTTPProvider(config, translator, max_response_bytes, stream_total_s)
+    return HTTPProvider(config, translator, max_response_bytes, stream_total_s, stream_silence_s)

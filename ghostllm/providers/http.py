@@ -20,10 +20,13 @@ class HTTPProvider(Provider):
         translator: Translator,
         max_response_bytes: int,
         stream_total_s: float | None = None,
+        stream_silence_s: float | None = None,
     ) -> None:
         super().__init__(config)
         self.translator = translator
-        self.transport = HTTPTransport(config, translator.headers(), max_response_bytes, stream_total_s)
+        self.transport = HTTPTransport(
+            config, translator.headers(), max_response_bytes, stream_total_s, stream_silence_s
+        )
 
     async def start(self) -> None:
         await self.transport.start()

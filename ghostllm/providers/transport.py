@@ -30,6 +30,7 @@ class HTTPTransport:
         headers: Mapping[str, str],
         max_response_bytes: int,
         stream_total_s: float | None = None,
+        stream_silence_s: float | None = None,
     ) -> None:
         self.config = config
         self.id = config.id
@@ -41,8 +42,9 @@ class HTTPTransport:
         # A stream may run long (up to the gateway's limit, so it ends with an error event
         # before Envoy's route timeout would cut it mid-air); what must not happen is silence.
         self.stream_total_s = stream_total_s
+        self.stream_silence_s = stream_silence_s or config.timeout_s
         self._stream_timeout = aiohttp.ClientTimeout(
-            total=stream_total_s, connect=config.connect_timeout_s, sock_read=config.timeout_s
+            total=stream_total_s, connect=config.connect_timeout_s, sock_read=self.stream_silence_s
         )
 
     async def start(self) -> None:
@@ -123,7 +125,7 @@ class HTTPTransport:
                 async for data in resp.content.iter_any():
                     yield data
         except aiohttp.ServerTimeoutError as exc:
-            raise UpstreamTimeout(f"provider {self.id} sent nothing for {self.config.timeout_s:g}s") from exc
+            raise UpstreamTimeout(f"provider {self.id} sent nothing for {self.stream_silence_s:g}s") from exc
         except TimeoutError as exc:
             limit = f"the {self.stream_total_s:g}s stream limit" if self.stream_total_s else "its timeout"
             raise UpstreamTimeout(f"provider {self.id}: the stream was ended at {limit}") from exc

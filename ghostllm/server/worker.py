@@ -26,7 +26,7 @@ from ghostllm.config import Config
 from ghostllm.gateway.access_log import AccessLog
 from ghostllm.gateway.pipeline import Pipeline, Sink
 from ghostllm.gateway.stages import ResolveModel, decode_body
-from ghostllm.providers.factory import make_provider, stream_total_s
+from ghostllm.providers.factory import make_provider, stream_silence_s, stream_total_s
 from ghostllm.routing.catalogue import Catalogue
 from ghostllm.routing.health import ProviderHealth
 from ghostllm.server.memory import ReleaseMemory
@@ -85,7 +85,7 @@ class Worker:
         self.config = config
         self.address = f"{host}:{port}"
         limit, total = config.server.max_response_bytes, stream_total_s(config)
-        self.providers = {p.id: make_provider(p, limit, total) for p in config.providers}
+        self.providers = {p.id: make_provider(p, limit, total, stream_silence_s(config, p)) for p in config.providers}
         self.catalogue = Catalogue(config, self.providers, discovered or {})
         self.sinks: list[Sink] = [ReleaseMemory()]
         if config.server.access_log != "off":

@@ -48,3 +48,26 @@ def test_the_sdk_raises_it(short_stack: Stack) -> None:
         with pytest.raises(openai.APIError, match="stream limit"):
             for _ in stream:
                 pass
+
+
+@pytest.fixture(scope="module")
+def idle_stack(upstream_port: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp("idle")
+    config = stack_config(upstream_port, tmp, workers=1, stream_idle_timeout_s=2)
+    config["models"].append({"id": "slow-chunks-1500", "provider": "dev"})
+    s = start_stack(config, upstream_port, tmp)
+    try:
+        yield s
+    finally:
+        stop(s.proc)
+
+
+def test_a_silent_stream_is_ended_before_envoys_idle_timeout(idle_stack: Stack) -> None:
+    # 1.5 s between chunks: over the worker's 1 s silence limit (Envoy's idle timeout minus a second).
+    body = {**BODY, "model": "slow-chunks-1500"}
+    reply = request(f"{idle_stack.base_url}/chat/completions", body)
+    events = reply.events()
+    err = json.loads(events[-1])["error"] if reply.status == 200 else reply.json()["error"]
+    assert err["type"] == "timeout_error" and "sent nothing for 1s" in err["message"]
+    r = record_for(Path(idle_stack.log), reply.headers["x-request-id"])
+    assert (r["status"], r["error_code"]) == (504, "timeout")
