@@ -13,10 +13,10 @@ Leaving the `async with` settles the request exactly once, whatever happened
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ghostllm.errors import GhostError
 from ghostllm.gateway.context import RequestContext
@@ -26,8 +26,10 @@ from ghostllm.protocol.usage import Usage
 from ghostllm.providers.base import Call, Json
 from ghostllm.routing.catalogue import Deployment, Model
 
-if TYPE_CHECKING:
-    from ghostllm.gateway.pipeline import Pipeline
+# An admit stage: fills the exchange in, or raises the error the client gets.
+Stage = Callable[["Exchange"], Awaitable[None]]
+# Settle: called once when the exchange ends, with what ended it.
+Settle = Callable[["Exchange", BaseException | None], None]
 
 
 def _output_chars(choices: list[Any]) -> int:
@@ -62,22 +64,25 @@ class Exchange:
         "first_output_at",
         "include_usage",
         "model",
-        "pipeline",
         "relayed_chars",
+        "settle",
         "settled",
+        "stages",
         "stream",
         "usage",
     )
 
     def __init__(
         self,
-        pipeline: Pipeline,
+        stages: Sequence[Stage],
+        settle: Settle,
         ctx: RequestContext,
         endpoint: Endpoint,
         decode: Callable[[], Json],
         stream: bool | None,
     ) -> None:
-        self.pipeline = pipeline
+        self.stages = stages
+        self.settle = settle
         self.ctx = ctx
         self.endpoint = endpoint
         self._decode = decode
@@ -102,7 +107,7 @@ class Exchange:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.pipeline.settle(self, exc)
+        self.settle(self, exc)
 
     # ------------------------------------------------------------------ admit
 
@@ -115,7 +120,7 @@ class Exchange:
         self.include_usage = bool(self.stream) and wants_usage(body)
 
     async def admit(self) -> None:
-        for stage in self.pipeline.stages:
+        for stage in self.stages:
             await stage(self)
 
     @property

@@ -13,20 +13,19 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import orjson
 
 from ghostllm.errors import GhostError
 from ghostllm.gateway.context import RequestContext
-from ghostllm.gateway.exchange import Exchange
+from ghostllm.gateway.exchange import Exchange, Stage
 from ghostllm.gateway.usage import UsageRecord
 from ghostllm.protocol.endpoints import Endpoint
 from ghostllm.providers.base import Json
 
 log = logging.getLogger(__name__)
 
-Stage = Callable[[Exchange], Awaitable[None]]
 Sink = Callable[[UsageRecord], None]
 # A client that went away before its answer was complete (nginx's convention).
 CLIENT_CLOSED = 499
@@ -67,7 +66,7 @@ class Pipeline:
     def exchange(
         self, ctx: RequestContext, endpoint: Endpoint, decode: Callable[[], Json], *, stream: bool | None = None
     ) -> Exchange:
-        return Exchange(self, ctx, endpoint, decode, stream)
+        return Exchange(self.stages, self.settle, ctx, endpoint, decode, stream)
 
     def settle(self, ex: Exchange, exc: BaseException | None) -> None:
         """Once per request, whatever happened. Never awaits: it runs during cancellation."""
