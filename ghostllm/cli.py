@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ghostllm.config import Config, load_config
-from ghostllm.errors import ConfigError
+from ghostllm.errors import ConfigError, StoreError
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -28,6 +28,34 @@ def _serve(args: argparse.Namespace) -> int:
     config = _config(args)
     logging.basicConfig(level=config.server.log_level, format="%(asctime)s serve %(levelname)s %(message)s")
     return serve(config, config.source)
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from ghostllm.store import make_store
+
+    config = load_config(args.config)
+
+    async def run() -> None:
+        status_only = args.action == "status"
+        async with make_store(config.store, readonly=status_only, max_size=1) as store:
+            if status_only:
+                status = await store.status()
+                print(f"store: {store.url}")
+                print("\n".join(status.lines()))
+                if status.newer_than_code:
+                    print("the schema is newer than this version of GhostLLM")
+                return
+            applied = await store.migrate()
+            for m in applied:
+                print(f"applied {m.version:04d}_{m.name}")
+            latest = max((m.version for m in store.migrations), default=0)
+            summary = f"{len(applied)} migration(s) applied" if applied else "nothing to do"
+            print(f"store: {store.url}: {summary}, schema at version {latest:04d}")
+
+    asyncio.run(run())
+    return 0
 
 
 def _worker(args: argparse.Namespace) -> int:
@@ -85,6 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="worker processes (default: derived from the cores)")
     p.set_defaults(func=_serve)
 
+    p = sub.add_parser("migrate", help="apply the store's pending schema migrations ('status': list them)")
+    with_config(p)
+    p.add_argument("action", nargs="?", choices=["status"], help="list each migration as applied or pending")
+    p.set_defaults(func=_migrate)
+
     p = sub.add_parser("worker", help="run one worker process (started by serve)")
     with_config(p)
     p.add_argument("--port", type=int, required=True)
@@ -115,5 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         code: int = args.func(args)
     except ConfigError as exc:
         print(f"ghostllm: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except StoreError as exc:
+        print(f"ghostllm: store error: {exc}", file=sys.stderr)
         return 2
     return code

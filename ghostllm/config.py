@@ -5,7 +5,8 @@ holds its key (`api_key_env`). Every value of the `server` section can be
 overridden with `GHOSTLLM_SERVER_<KEY>`, a nested section's with its path
 (`GHOSTLLM_SERVER_TLS_CERT_FILE`, `GHOSTLLM_SERVER_CORS_ALLOW_ORIGINS`), and every
 provider field with `GHOSTLLM_PROVIDER_<ID>_<KEY>` (ID upper-cased, `-` as `_`),
-so a deployment can change ports or base URLs without editing the file. A list
+the store's with `GHOSTLLM_STORE_<KEY>` (`DATABASE_URL` counts as `GHOSTLLM_STORE_URL`
+when that is unset), so a deployment can change ports or base URLs without editing the file. A list
 given in the environment is comma-separated; `id` and mappings (`headers`) are
 YAML only.
 
@@ -117,6 +118,8 @@ class ServerConfig:
     envoy_concurrency: int = 1
     run_dir: str = ""
     log_level: str = "INFO"
+    # Where GhostLLM keeps its own files (the embedded SQLite store); relative to the working directory.
+    data_dir: str = ".ghostllm"
     # Envoy's access log: "stdout", "off", or a file path.
     access_log: str = "stdout"
     tls: TLSConfig = field(default_factory=TLSConfig)
@@ -131,6 +134,30 @@ class ServerConfig:
         """The largest non-streaming answer: Envoy buffers it whole, a worker reads an
         upstream's no further (over it: 502)."""
         return max(self.max_request_bytes, 64 * 1024 * 1024)
+
+
+SQLITE_PREFIX = "sqlite:///"
+POSTGRES_PREFIXES = ("postgresql://", "postgres://")
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    # postgresql://user@host:5432/db or sqlite:///path (sqlite:////abs/path for an absolute path).
+    # Empty: sqlite:///<server.data_dir>/ghostllm.db (the loader fills it in).
+    url: str = ""
+    # PostgreSQL connection pool bounds, per process.
+    pool_min_size: int = 1
+    pool_max_size: int = 10
+    # How long to wait for a connection (at start-up, and from a busy pool).
+    connect_timeout_s: float = 10.0
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.startswith(SQLITE_PREFIX)
+
+
+def default_store_url(data_dir: str) -> str:
+    return f"{SQLITE_PREFIX}{Path(data_dir) / 'ghostllm.db'}"
 
 
 @dataclass(frozen=True)
@@ -176,6 +203,7 @@ class ModelConfig:
 @dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
     providers: tuple[ProviderConfig, ...] = ()
     models: tuple[ModelConfig, ...] = ()
     # The file it was read from: set by the loader, not a YAML key.
@@ -310,10 +338,26 @@ def _apply_env(obj: Any, prefix: str, env: Mapping[str, str]) -> Any:
     return replace(obj, **changes) if changes else obj
 
 
+def _store(store: StoreConfig, server: ServerConfig, env: Mapping[str, str]) -> StoreConfig:
+    """The store section with the environment applied (GHOSTLLM_STORE_*, and the seed's
+    DATABASE_URL when GHOSTLLM_STORE_URL is unset) and the default URL filled in."""
+    if "GHOSTLLM_STORE_URL" not in env and env.get("DATABASE_URL"):
+        store = replace(store, url=env["DATABASE_URL"])
+    store = _apply_env(store, "GHOSTLLM_STORE_", env)
+    return store if store.url else replace(store, url=default_store_url(server.data_dir))
+
+
 def _validate(config: Config) -> None:
     """Rules beyond types: required values, references, duplicates, known names."""
     if not config.server.access_log:
         raise ConfigError("server.access_log: expected stdout, off or a file path")
+    if not config.server.data_dir:
+        raise ConfigError("server.data_dir: expected a directory")
+    url = config.store.url
+    if not (url.startswith(POSTGRES_PREFIXES) or (url.startswith(SQLITE_PREFIX) and len(url) > len(SQLITE_PREFIX))):
+        raise ConfigError("store.url: expected postgresql://... or sqlite:///path")
+    if not 0 <= config.store.pool_min_size <= config.store.pool_max_size or config.store.pool_max_size < 1:
+        raise ConfigError("store: expected 0 <= pool_min_size <= pool_max_size and pool_max_size >= 1")
     for i, p in enumerate(config.providers):
         if not p.id:
             raise ConfigError(f"providers[{i}]: id is required")
@@ -337,9 +381,11 @@ def _validate(config: Config) -> None:
 def parse_config(raw: Mapping[str, Any], *, env: Mapping[str, str] | None = None, source: str = "") -> Config:
     env = os.environ if env is None else env
     config: Config = _build(Config, raw, "")
+    server = _apply_env(config.server, "GHOSTLLM_SERVER_", env)
     config = replace(
         config,
-        server=_apply_env(config.server, "GHOSTLLM_SERVER_", env),
+        server=server,
+        store=_store(config.store, server, env),
         providers=tuple(_apply_env(p, f"GHOSTLLM_PROVIDER_{_env_key(p.id)}_", env) for p in config.providers),
         source=source,
     )

@@ -52,6 +52,12 @@ class ConfigError(Exception):
     """Invalid configuration: reported at start-up, never to a client."""
 
 
+class StoreError(Exception):
+    """The store cannot be used as configured: unreachable, or its schema does not match
+    the code (migrations pending, or a schema newer than this version). Reported by the
+    command line like a configuration error (exit code 2), never to a client."""
+
+
 class InvalidRequest(GhostError):
     http_status = 400
     grpc_code = grpc.StatusCode.INVALID_ARGUMENT

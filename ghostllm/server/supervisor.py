@@ -134,7 +134,10 @@ class Supervisor:
     def start(self) -> Path:
         # Imported here: discovery needs the provider stack, which `serve` needs for nothing else.
         from ghostllm.routing.catalogue import discover_configured
+        from ghostllm.store.startup import prepare_store_sync
 
+        # Before anything starts: SQLite is migrated, a PostgreSQL schema that is not the code's refuses.
+        self.notes.append(prepare_store_sync(self.config))
         s = self.config.server
         run_dir = self.run_dir = Path(s.run_dir or tempfile.mkdtemp(prefix="ghostllm-"))
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -142,6 +142,7 @@ def server_config(tmp: Path, workers: int, **server: Any) -> dict[str, Any]:
         "workers": workers,
         "worker_base_port": free_port_block(workers),
         "run_dir": str(tmp / "run"),
+        "data_dir": str(tmp / "data"),
         **server,
     }
 

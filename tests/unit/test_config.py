@@ -182,3 +182,28 @@ def test_unknown_provider_type_is_named_by_the_provider_factory() -> None:
     config = parse_config({"providers": [{"id": "x", "type": "carrier-pigeon", "base_url": "u"}]}, env={})
     with pytest.raises(ConfigError, match="unknown type 'carrier-pigeon'; known: openai"):
         check_provider_types(config)
+
+
+def test_store_url_defaults_to_sqlite_in_the_data_dir() -> None:
+    config = parse_config({}, env={})
+    assert config.server.data_dir == ".ghostllm"
+    assert config.store.url == "sqlite:///.ghostllm/ghostllm.db" and config.store.is_sqlite
+    moved = parse_config({}, env={"GHOSTLLM_SERVER_DATA_DIR": "/var/lib/ghostllm"})
+    assert moved.store.url == "sqlite:////var/lib/ghostllm/ghostllm.db"
+
+
+def test_store_url_from_yaml_and_environment() -> None:
+    pg = "postgresql://gl@db:5432/gl"
+    assert parse_config({"store": {"url": pg}}, env={}).store.url == pg
+    assert parse_config({}, env={"GHOSTLLM_STORE_URL": pg}).store.url == pg
+    # The seed's DATABASE_URL counts when GHOSTLLM_STORE_URL is unset, and only then.
+    assert parse_config({"store": {"url": "sqlite:///x.db"}}, env={"DATABASE_URL": pg}).store.url == pg
+    both = {"DATABASE_URL": pg, "GHOSTLLM_STORE_URL": "sqlite:///y.db"}
+    assert parse_config({}, env=both).store.url == "sqlite:///y.db"
+    assert parse_config({}, env={"GHOSTLLM_STORE_POOL_MAX_SIZE": "3"}).store.pool_max_size == 3
+
+
+@pytest.mark.parametrize("url", ["mysql://x/y", "sqlite://x.db", "sqlite:///", "redis://localhost"])
+def test_store_url_must_be_postgresql_or_sqlite(url: str) -> None:
+    with pytest.raises(ConfigError, match=r"store\.url"):
+        parse_config({"store": {"url": url}}, env={})

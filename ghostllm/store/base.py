@@ -1,0 +1,86 @@
+"""The store interface both backends implement.
+
+Queries are written once, with `?` placeholders (the PostgreSQL backend turns them into
+psycopg's `%s`; so no literal `?` operators in portable SQL). Only migrations differ per
+dialect. Constraint failures surface as `ConstraintViolation` / `DuplicateError`,
+whatever the driver.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any, Self
+
+from ghostllm.errors import StoreError
+from ghostllm.store.migrations import Migration, SchemaStatus, load_migrations
+from ghostllm.store.url import Dialect, StoreURL
+
+
+class ConstraintViolation(Exception):
+    """A write broke a constraint (foreign key, check, not null)."""
+
+
+class DuplicateError(ConstraintViolation):
+    """A write broke a unique constraint (users.email, api_keys.key_hash, teams.name, ...)."""
+
+
+class Store(ABC):
+    dialect: Dialect
+
+    def __init__(self, url: StoreURL) -> None:
+        self.url = url
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect; raises StoreError (naming the URL, never its password) when that fails."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    @abstractmethod
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement in its own transaction; the number of rows it touched."""
+
+    @abstractmethod
+    async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+
+    @abstractmethod
+    async def status(self) -> SchemaStatus:
+        """The code's migrations against those recorded; writes nothing."""
+
+    @abstractmethod
+    async def _apply_pending(self) -> tuple[Migration, ...]:
+        """Under the backend's migration lock: apply what is pending, each migration in its
+        own transaction with its schema_migrations row; what was applied."""
+
+    @property
+    def migrations(self) -> tuple[Migration, ...]:
+        return load_migrations(self.dialect)
+
+    async def migrate(self) -> tuple[Migration, ...]:
+        """Apply the pending migrations in order; refuses a schema newer than the code."""
+        status = await self.status()
+        if status.unknown:
+            raise StoreError(schema_newer_message(self.url, status))
+        if not status.pending:
+            return ()
+        return await self._apply_pending()
+
+
+def schema_newer_message(url: StoreURL, status: SchemaStatus) -> str:
+    versions = ", ".join(f"{a.version:04d}_{a.name}" for a in status.unknown)
+    return (
+        f"the database schema at {url} is newer than this version of GhostLLM "
+        f"(it has migration(s) this code does not know: {versions}); upgrade GhostLLM"
+    )
