@@ -8,8 +8,9 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from ghostllm import cli_accounts
 from ghostllm.config import Config, load_config
-from ghostllm.errors import ConfigError, StoreError
+from ghostllm.errors import ConfigError, GhostError, StoreError
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -139,6 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("render-envoy", help="print the Envoy configuration serve would use")
     with_config(p)
     p.set_defaults(func=_render_envoy)
+
+    common = argparse.ArgumentParser(add_help=False)
+    with_config(common)
+    cli_accounts.add_parsers(sub, common)
     return parser
 
 
@@ -152,4 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     except StoreError as exc:
         print(f"ghostllm: store error: {exc}", file=sys.stderr)
         return 2
+    except GhostError as exc:  # a bad value, an unknown user, a duplicate: the message names it
+        print(f"ghostllm: {exc.message}", file=sys.stderr)
+        return 1
     return code

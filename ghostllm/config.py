@@ -6,7 +6,8 @@ overridden with `GHOSTLLM_SERVER_<KEY>`, a nested section's with its path
 (`GHOSTLLM_SERVER_TLS_CERT_FILE`, `GHOSTLLM_SERVER_CORS_ALLOW_ORIGINS`), and every
 provider field with `GHOSTLLM_PROVIDER_<ID>_<KEY>` (ID upper-cased, `-` as `_`),
 the store's with `GHOSTLLM_STORE_<KEY>` (`DATABASE_URL` counts as `GHOSTLLM_STORE_URL`
-when that is unset), so a deployment can change ports or base URLs without editing the file. A list
+when that is unset), the accounts' with `GHOSTLLM_ACCOUNTS_<KEY>`, so a deployment can
+change ports or base URLs without editing the file. A list
 given in the environment is comma-separated; `id` and mappings (`headers`) are
 YAML only.
 
@@ -156,6 +157,12 @@ class StoreConfig:
         return self.url.startswith(SQLITE_PREFIX)
 
 
+@dataclass(frozen=True)
+class AccountsConfig:
+    # bcrypt's work factor for user passwords (2**cost rounds; 12 is about 0.25 s).
+    bcrypt_cost: int = 12
+
+
 def default_store_url(data_dir: str) -> str:
     return f"{SQLITE_PREFIX}{Path(data_dir) / 'ghostllm.db'}"
 
@@ -204,6 +211,7 @@ class ModelConfig:
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
+    accounts: AccountsConfig = field(default_factory=AccountsConfig)
     providers: tuple[ProviderConfig, ...] = ()
     models: tuple[ModelConfig, ...] = ()
     # The file it was read from: set by the loader, not a YAML key.
@@ -358,6 +366,8 @@ def _validate(config: Config) -> None:
         raise ConfigError("store.url: expected postgresql://... or sqlite:///path")
     if not 0 <= config.store.pool_min_size <= config.store.pool_max_size or config.store.pool_max_size < 1:
         raise ConfigError("store: expected 0 <= pool_min_size <= pool_max_size and pool_max_size >= 1")
+    if not 4 <= config.accounts.bcrypt_cost <= 31:
+        raise ConfigError("accounts.bcrypt_cost: expected 4 to 31")
     for i, p in enumerate(config.providers):
         if not p.id:
             raise ConfigError(f"providers[{i}]: id is required")
@@ -386,6 +396,7 @@ def parse_config(raw: Mapping[str, Any], *, env: Mapping[str, str] | None = None
         config,
         server=server,
         store=_store(config.store, server, env),
+        accounts=_apply_env(config.accounts, "GHOSTLLM_ACCOUNTS_", env),
         providers=tuple(_apply_env(p, f"GHOSTLLM_PROVIDER_{_env_key(p.id)}_", env) for p in config.providers),
         source=source,
     )

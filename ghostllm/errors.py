@@ -92,6 +92,15 @@ class ModelNotFound(NotFound):
         super().__init__(f"The model '{model}' does not exist or you do not have access to it.", param="model")
 
 
+class AlreadyExists(GhostError):
+    """A record with that unique value (email, team name) exists already."""
+
+    http_status = 409
+    grpc_code = grpc.StatusCode.ALREADY_EXISTS
+    error_type = "invalid_request_error"
+    default_code = "already_exists"
+
+
 class PayloadTooLarge(GhostError):
     http_status = 413
     grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -1,0 +1,137 @@
+"""The typed records the repository returns (never a password hash or a key digest)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from ghostllm.accounts.permissions import Permissions
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    USER = "user"
+    VIEWER = "viewer"
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Team:
+    id: str
+    name: str
+    description: str
+    budget_limit: float | None
+    current_spend: float
+    rate_limit: int | None
+    tpm_limit: int | None
+    max_parallel: int | None
+    created_at: datetime
+    updated_at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "created_at": _iso(self.created_at), "updated_at": _iso(self.updated_at)}
+
+
+@dataclass(frozen=True)
+class User:
+    id: str
+    email: str
+    username: str | None
+    role: Role
+    team_id: str | None
+    budget_limit: float | None
+    current_spend: float
+    is_active: bool
+    has_password: bool
+    created_at: datetime
+    updated_at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.__dict__,
+            "role": self.role.value,
+            "created_at": _iso(self.created_at),
+            "updated_at": _iso(self.updated_at),
+        }
+
+
+@dataclass(frozen=True)
+class UserPage:
+    users: tuple[User, ...]
+    page: int
+    limit: int
+    total: int
+
+    @property
+    def pages(self) -> int:
+        return (self.total + self.limit - 1) // self.limit
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """A key as stored: its visible prefix, never its value or digest. A service key
+    has a team and no user."""
+
+    id: str
+    name: str
+    prefix: str
+    user_id: str | None
+    team_id: str | None
+    permissions: Permissions
+    rate_limit: int | None
+    tpm_limit: int | None
+    max_parallel: int | None
+    budget_limit: float | None
+    current_spend: float
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    is_active: bool
+    created_at: datetime
+
+    @property
+    def is_service_key(self) -> bool:
+        return self.user_id is None
+
+    def state(self, now: datetime) -> KeyState:
+        if not self.is_active:
+            return KeyState.REVOKED
+        if self.expires_at is not None and self.expires_at <= now:
+            return KeyState.EXPIRED
+        return KeyState.ACTIVE
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.__dict__,
+            "permissions": self.permissions.to_json(),
+            "expires_at": _iso(self.expires_at),
+            "last_used_at": _iso(self.last_used_at),
+            "created_at": _iso(self.created_at),
+        }
+
+
+class KeyState(StrEnum):
+    ACTIVE = "active"
+    REVOKED = "revoked"
+    EXPIRED = "expired"
+    # The key is fine but its human owner was deactivated.
+    OWNER_INACTIVE = "owner_inactive"
+
+
+@dataclass(frozen=True)
+class KeyMatch:
+    """What a clear key resolves to: the key, its owner (user and/or team) and whether
+    it may be used now. Only `state == ACTIVE` authenticates."""
+
+    key: ApiKey
+    user: User | None
+    team: Team | None
+    state: KeyState
+
+    @property
+    def usable(self) -> bool:
+        return self.state is KeyState.ACTIVE

@@ -1,0 +1,343 @@
+"""Users, teams and API keys over the store. Every input is validated first (an
+InvalidRequest naming the field: nothing reaches SQL unchecked, and all SQL is
+parameterized); every mutation writes an audit_log row."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from ghostllm.accounts import rows, validation
+from ghostllm.accounts.audit import CLI, Actor, record
+from ghostllm.accounts.keys import NewKey, digest, generate_key, looks_like_key, visible_prefix
+from ghostllm.accounts.passwords import hash_password
+from ghostllm.accounts.permissions import Permissions
+from ghostllm.accounts.records import ApiKey, KeyMatch, KeyState, Role, Team, User, UserPage
+from ghostllm.errors import AlreadyExists, InvalidRequest, NotFound
+from ghostllm.store import ConstraintViolation, DuplicateError, Store
+
+
+class Unset(Enum):
+    """An update argument left out (None means: clear the value)."""
+
+    UNSET = 0
+
+
+UNSET = Unset.UNSET
+MAX_PAGE_SIZE = 100
+MAX_SEARCH = 100
+
+
+def _like(term: str) -> str:
+    escaped = term.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+class AccountRepository:
+    def __init__(self, store: Store, *, bcrypt_cost: int = 12) -> None:
+        self.store = store
+        self.bcrypt_cost = bcrypt_cost
+
+    async def _write(self, sql: str, params: Sequence[Any], *, duplicate: AlreadyExists | None = None) -> int:
+        try:
+            return await self.store.execute(sql, params)
+        except DuplicateError:
+            if duplicate is None:
+                raise
+            raise duplicate from None
+        except ConstraintViolation as exc:
+            raise InvalidRequest(f"rejected by the store: {exc}") from None
+
+    # Teams
+
+    async def create_team(
+        self,
+        name: str,
+        *,
+        description: str = "",
+        budget_limit: float | None = None,
+        rate_limit: int | None = None,
+        tpm_limit: int | None = None,
+        max_parallel: int | None = None,
+        actor: Actor = CLI,
+    ) -> Team:
+        name = validation.team_name(name)
+        values = {
+            "description": validation.text("description", description, max_length=validation.MAX_DESCRIPTION),
+            "budget_limit": validation.money("budget_limit", budget_limit),
+            "rate_limit": validation.limit("rate_limit", rate_limit),
+            "tpm_limit": validation.limit("tpm_limit", tpm_limit),
+            "max_parallel": validation.limit("max_parallel", max_parallel),
+        }
+        team_id = str(uuid.uuid4())
+        await self._write(
+            "INSERT INTO teams (id, name, description, budget_limit, rate_limit, tpm_limit, max_parallel)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (team_id, name, *values.values()),
+            duplicate=AlreadyExists(f"a team named {name!r} already exists", param="name"),
+        )
+        await record(self.store, actor, "team.create", "team", team_id, {"name": name, **values})
+        return await self.get_team(team_id)
+
+    async def get_team(self, ref: str) -> Team:
+        """By id or by name."""
+        if validation.is_id(ref):
+            found = await self.store.fetch_all(
+                f"SELECT {rows.TEAM_COLUMNS} FROM teams WHERE id = ?", (validation.record_id("team", ref),)
+            )
+        else:
+            found = await self.store.fetch_all(f"SELECT {rows.TEAM_COLUMNS} FROM teams WHERE name = ?", (ref,))
+        if not found:
+            raise NotFound(f"no team {ref!r}", param="team")
+        return rows.team(found[0])
+
+    async def list_teams(self) -> list[Team]:
+        return [
+            rows.team(r) for r in await self.store.fetch_all(f"SELECT {rows.TEAM_COLUMNS} FROM teams ORDER BY name")
+        ]
+
+    async def delete_team(self, ref: str, *, actor: Actor = CLI) -> Team:
+        """Its members stay (without a team); its service keys go."""
+        team = await self.get_team(ref)
+        await self._write("DELETE FROM teams WHERE id = ?", (team.id,))
+        await record(self.store, actor, "team.delete", "team", team.id, {"name": team.name})
+        return team
+
+    # Users
+
+    async def create_user(
+        self,
+        email: str,
+        *,
+        username: str | None = None,
+        role: str | Role = Role.USER,
+        team: str | None = None,
+        password: str | None = None,
+        budget_limit: float | None = None,
+        actor: Actor = CLI,
+    ) -> User:
+        email = validation.email(email)
+        values: dict[str, Any] = {
+            "username": validation.username(username),
+            "role": validation.role(role).value,
+            "team_id": None if team is None else (await self.get_team(team)).id,
+            "budget_limit": validation.money("budget_limit", budget_limit),
+        }
+        password_hash = None if password is None else await hash_password(password, self.bcrypt_cost)
+        user_id = str(uuid.uuid4())
+        await self._write(
+            "INSERT INTO users (id, email, username, role, team_id, budget_limit, password_hash)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (user_id, email, *values.values(), password_hash),
+            duplicate=AlreadyExists(f"a user with email {email!r} already exists", param="email"),
+        )
+        detail = {"email": email, **values, **({"password": True} if password is not None else {})}
+        await record(self.store, actor, "user.create", "user", user_id, detail)
+        return await self.get_user(user_id)
+
+    async def get_user(self, ref: str) -> User:
+        """By id or by email."""
+        if validation.is_id(ref):
+            sql, param = f"SELECT {rows.USER_COLUMNS} FROM users WHERE id = ?", validation.record_id("user", ref)
+        else:
+            sql, param = f"SELECT {rows.USER_COLUMNS} FROM users WHERE email = ?", ref.lower()
+        found = await self.store.fetch_all(sql, (param,))
+        if not found:
+            raise NotFound(f"no user {ref!r}", param="user")
+        return rows.user(found[0])
+
+    async def list_users(self, *, page: int = 1, limit: int = 20, search: str | None = None) -> UserPage:
+        if isinstance(page, bool) or not isinstance(page, int) or page < 1:
+            raise InvalidRequest("page: expected a whole number >= 1", param="page", code="invalid_value")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE_SIZE:
+            raise InvalidRequest(f"limit: expected 1 to {MAX_PAGE_SIZE}", param="limit", code="invalid_value")
+        where, params = "", []
+        if search:
+            validation.text("search", search, max_length=MAX_SEARCH)
+            where = " WHERE LOWER(email) LIKE ? ESCAPE '\\' OR LOWER(COALESCE(username, '')) LIKE ? ESCAPE '\\'"
+            params = [_like(search), _like(search)]
+        total = (await self.store.fetch_all(f"SELECT COUNT(*) FROM users{where}", params))[0][0]
+        found = await self.store.fetch_all(
+            f"SELECT {rows.USER_COLUMNS} FROM users{where} ORDER BY created_at, email LIMIT ? OFFSET ?",
+            [*params, limit, (page - 1) * limit],
+        )
+        return UserPage(tuple(rows.user(r) for r in found), page, limit, int(total))
+
+    async def update_user(
+        self,
+        ref: str,
+        *,
+        username: str | Unset | None = UNSET,
+        role: str | Role | Unset = UNSET,
+        team: str | Unset | None = UNSET,
+        budget_limit: float | Unset | None = UNSET,
+        is_active: bool | Unset = UNSET,
+        password: str | Unset = UNSET,
+        actor: Actor = CLI,
+    ) -> User:
+        user = await self.get_user(ref)
+        changes: dict[str, Any] = {}
+        if username is not UNSET:
+            changes["username"] = validation.username(username)
+        if role is not UNSET:
+            changes["role"] = validation.role(role).value
+        if team is not UNSET:
+            changes["team_id"] = None if team is None else (await self.get_team(team)).id
+        if budget_limit is not UNSET:
+            changes["budget_limit"] = validation.money("budget_limit", budget_limit)
+        if is_active is not UNSET:
+            if not isinstance(is_active, bool):
+                raise InvalidRequest("is_active: expected true or false", param="is_active", code="invalid_type")
+            changes["is_active"] = is_active
+        if password is not UNSET:
+            changes["password_hash"] = await hash_password(password, self.bcrypt_cost)
+        if not changes:
+            raise InvalidRequest("nothing to update")
+        await self._update("users", user.id, changes, updated_at=True)
+        await record(self.store, actor, "user.update", "user", user.id, changes)
+        return await self.get_user(user.id)
+
+    async def delete_user(self, ref: str, *, actor: Actor = CLI) -> User:
+        """Their keys go with them."""
+        user = await self.get_user(ref)
+        await self._write("DELETE FROM users WHERE id = ?", (user.id,))
+        await record(self.store, actor, "user.delete", "user", user.id, {"email": user.email})
+        return user
+
+    async def _update(self, table: str, record_id: str, changes: dict[str, Any], *, updated_at: bool) -> None:
+        # Column names come from the code above, never from input; values are parameters.
+        values = dict(changes)
+        if updated_at:
+            values["updated_at"] = rows.stamp(rows.now())
+        assignments = ", ".join(f"{column} = ?" for column in values)
+        await self._write(f"UPDATE {table} SET {assignments} WHERE id = ?", (*values.values(), record_id))
+
+    # API keys
+
+    async def create_key(
+        self,
+        name: str,
+        *,
+        user: str | None = None,
+        team: str | None = None,
+        permissions: Permissions | None = None,
+        rate_limit: int | None = None,
+        tpm_limit: int | None = None,
+        max_parallel: int | None = None,
+        budget_limit: float | None = None,
+        expires_at: str | datetime | None = None,
+        actor: Actor = CLI,
+    ) -> NewKey:
+        """A key for a user, or a service key for a team (no human owner). The clear key
+        is in the result and nowhere else, ever."""
+        if (user is None) == (team is None):
+            raise InvalidRequest("a key belongs to a user or to a team (give exactly one)", param="user")
+        name = validation.text("name", name, max_length=validation.MAX_KEY_NAME, required=True)
+        perms = permissions or Permissions()
+        expires = validation.timestamp("expires_at", expires_at)
+        values: dict[str, Any] = {
+            "user_id": None if user is None else (await self.get_user(user)).id,
+            "team_id": None if team is None else (await self.get_team(team)).id,
+            "rate_limit": validation.limit("rate_limit", rate_limit),
+            "tpm_limit": validation.limit("tpm_limit", tpm_limit),
+            "max_parallel": validation.limit("max_parallel", max_parallel),
+            "budget_limit": validation.money("budget_limit", budget_limit),
+            "expires_at": None if expires is None else rows.stamp(expires),
+        }
+        secret = generate_key()
+        key_id, prefix = str(uuid.uuid4()), visible_prefix(secret)
+
+        await self._write(
+            "INSERT INTO api_keys (id, name, key_prefix, key_hash, permissions, user_id, team_id, rate_limit,"
+            " tpm_limit, max_parallel, budget_limit, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (key_id, name, prefix, digest(secret), json.dumps(perms.to_json()), *values.values()),
+        )
+        detail = {"name": name, "prefix": prefix, "permissions": perms.to_json(), **values}
+        await record(self.store, actor, "key.create", "api_key", key_id, detail)
+        return NewKey(await self.get_key(key_id), secret)
+
+    async def get_key(self, key_id: str) -> ApiKey:
+        key_id = validation.record_id("key", key_id)
+        found = await self.store.fetch_all(f"SELECT {rows.KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,))
+        if not found:
+            raise NotFound(f"no key {key_id!r}", param="key")
+        return rows.api_key(found[0])
+
+    async def list_keys(self, *, user: str | None = None, team: str | None = None) -> list[ApiKey]:
+        where, params = "", []
+        if user is not None:
+            where, params = " WHERE user_id = ?", [(await self.get_user(user)).id]
+        elif team is not None:
+            where, params = " WHERE team_id = ?", [(await self.get_team(team)).id]
+        found = await self.store.fetch_all(
+            f"SELECT {rows.KEY_COLUMNS} FROM api_keys{where} ORDER BY created_at, id", params
+        )
+        return [rows.api_key(r) for r in found]
+
+    async def update_key(
+        self,
+        key_id: str,
+        *,
+        name: str | Unset = UNSET,
+        permissions: Permissions | Unset = UNSET,
+        rate_limit: int | Unset | None = UNSET,
+        tpm_limit: int | Unset | None = UNSET,
+        max_parallel: int | Unset | None = UNSET,
+        budget_limit: float | Unset | None = UNSET,
+        expires_at: str | datetime | Unset | None = UNSET,
+        is_active: bool | Unset = UNSET,
+        actor: Actor = CLI,
+        action: str = "key.update",
+    ) -> ApiKey:
+        key = await self.get_key(key_id)
+        changes: dict[str, Any] = {}
+        if name is not UNSET:
+            changes["name"] = validation.text("name", name, max_length=validation.MAX_KEY_NAME, required=True)
+        if permissions is not UNSET:
+            changes["permissions"] = permissions.to_json()
+        for field, value in (("rate_limit", rate_limit), ("tpm_limit", tpm_limit), ("max_parallel", max_parallel)):
+            if value is not UNSET:
+                changes[field] = validation.limit(field, value)
+        if budget_limit is not UNSET:
+            changes["budget_limit"] = validation.money("budget_limit", budget_limit)
+        if expires_at is not UNSET:
+            expires = validation.timestamp("expires_at", expires_at)
+            changes["expires_at"] = None if expires is None else rows.stamp(expires)
+        if is_active is not UNSET:
+            if not isinstance(is_active, bool):
+                raise InvalidRequest("is_active: expected true or false", param="is_active", code="invalid_type")
+            changes["is_active"] = is_active
+        if not changes:
+            raise InvalidRequest("nothing to update")
+
+        stored = {k: json.dumps(v) if k == "permissions" else v for k, v in changes.items()}
+        await self._update("api_keys", key.id, stored, updated_at=False)
+        await record(self.store, actor, action, "api_key", key.id, {"prefix": key.prefix, **changes})
+        return await self.get_key(key.id)
+
+    async def revoke_key(self, key_id: str, *, actor: Actor = CLI) -> ApiKey:
+        """Kept (usage refers to it), never usable again."""
+        return await self.update_key(key_id, is_active=False, actor=actor, action="key.revoke")
+
+    async def find_key(self, secret: str, *, at: datetime | None = None) -> KeyMatch | None:
+        """The key whose clear value is `secret`, with its owner and state; None when no
+        key has that value (a malformed one never reaches the store)."""
+        if not isinstance(secret, str) or not looks_like_key(secret):
+            return None
+        found = await self.store.fetch_all(
+            f"SELECT {rows.KEY_COLUMNS} FROM api_keys WHERE key_hash = ?", (digest(secret),)
+        )
+        if not found:
+            return None
+        key = rows.api_key(found[0])
+        user = None if key.user_id is None else await self.get_user(key.user_id)
+        team_id = key.team_id or (user.team_id if user else None)
+        team = None if team_id is None else await self.get_team(team_id)
+        state = key.state(at or rows.now())
+        if state is KeyState.ACTIVE and user is not None and not user.is_active:
+            state = KeyState.OWNER_INACTIVE
+        return KeyMatch(key, user, team, state)

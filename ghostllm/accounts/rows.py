@@ -1,0 +1,130 @@
+"""Store rows as records. The two backends return different Python types for the same
+column (PostgreSQL: UUID, Decimal, datetime, dict, bool; SQLite: str, float, ISO text,
+JSON text, 0/1); these functions make them one."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from ghostllm.accounts.permissions import Permissions
+from ghostllm.accounts.records import ApiKey, Role, Team, User
+
+TEAM_COLUMNS = (
+    "id, name, description, budget_limit, current_spend, rate_limit, tpm_limit, max_parallel, created_at, updated_at"
+)
+USER_COLUMNS = (
+    "id, email, username, role, team_id, budget_limit, current_spend, is_active, "
+    "password_hash IS NOT NULL, created_at, updated_at"
+)
+KEY_COLUMNS = (
+    "id, name, key_prefix, user_id, team_id, permissions, rate_limit, tpm_limit, max_parallel, "
+    "budget_limit, current_spend, expires_at, last_used_at, is_active, created_at"
+)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def stamp(value: datetime) -> str:
+    """A timestamp parameter both backends read alike (SQLite's default format)."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _id(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _money(value: Any) -> float | None:
+    return None if value is None else float(value) if isinstance(value, Decimal | int | float) else float(str(value))
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _time(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    parsed = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def _required_time(value: Any) -> datetime:
+    parsed = _time(value)
+    assert parsed is not None
+    return parsed
+
+
+def team(row: tuple[Any, ...]) -> Team:
+    id_, name, description, budget, spend, rpm, tpm, parallel, created, updated = row
+    return Team(
+        id=str(id_),
+        name=str(name),
+        description=str(description),
+        budget_limit=_money(budget),
+        current_spend=_money(spend) or 0.0,
+        rate_limit=_int(rpm),
+        tpm_limit=_int(tpm),
+        max_parallel=_int(parallel),
+        created_at=_required_time(created),
+        updated_at=_required_time(updated),
+    )
+
+
+def user(row: tuple[Any, ...]) -> User:
+    id_, email, username, role, team_id, budget, spend, active, has_password, created, updated = row
+    return User(
+        id=str(id_),
+        email=str(email),
+        username=None if username is None else str(username),
+        role=Role(role),
+        team_id=_id(team_id),
+        budget_limit=_money(budget),
+        current_spend=_money(spend) or 0.0,
+        is_active=bool(active),
+        has_password=bool(has_password),
+        created_at=_required_time(created),
+        updated_at=_required_time(updated),
+    )
+
+
+def api_key(row: tuple[Any, ...]) -> ApiKey:
+    (
+        id_,
+        name,
+        prefix,
+        user_id,
+        team_id,
+        permissions,
+        rpm,
+        tpm,
+        parallel,
+        budget,
+        spend,
+        expires,
+        used,
+        active,
+        created,
+    ) = row
+    data = json.loads(permissions) if isinstance(permissions, str | bytes) else permissions
+    return ApiKey(
+        id=str(id_),
+        name=str(name),
+        prefix=str(prefix),
+        user_id=_id(user_id),
+        team_id=_id(team_id),
+        permissions=Permissions.from_json(data),
+        rate_limit=_int(rpm),
+        tpm_limit=_int(tpm),
+        max_parallel=_int(parallel),
+        budget_limit=_money(budget),
+        current_spend=_money(spend) or 0.0,
+        expires_at=_time(expires),
+        last_used_at=_time(used),
+        is_active=bool(active),
+        created_at=_required_time(created),
+    )
