@@ -2,7 +2,7 @@
 -- errors for REST clients from the gRPC status the workers return.
 --
 -- stream:false chat and text completions go to the unary REST bridges (see
--- chat.proto for why). Only a plain "stream": true keeps a request on the
+-- rest.proto for why). Only a plain "stream": true keeps a request on the
 -- streaming bridge, which serves both modes, so a misjudged body still gets a
 -- right answer. Clients cannot call the unary paths themselves.
 --
