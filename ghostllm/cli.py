@@ -8,7 +8,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from ghostllm import cli_accounts
+from ghostllm import cli_accounts, cli_providers
 from ghostllm.config import Config, load_config
 from ghostllm.errors import ConfigError, GhostError, StoreError
 
@@ -144,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     with_config(common)
     cli_accounts.add_parsers(sub, common)
+    cli_providers.add_parsers(sub, common)
     return parser
 
 

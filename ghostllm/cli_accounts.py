@@ -8,10 +8,11 @@ Heavy imports (store, accounts, rich) happen inside the commands."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
+
+from ghostllm.cli_output import leaf_maker, print_json, say, table
 
 if TYPE_CHECKING:
     from ghostllm.accounts import AccountRepository, ApiKey, Team, User
@@ -38,35 +39,6 @@ def _run(args: argparse.Namespace, body: Callable[[AccountRepository], Awaitable
     return asyncio.run(run())
 
 
-def _json(data: object) -> None:
-    import orjson
-
-    sys.stdout.buffer.write(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
-
-
-def _say(args: argparse.Namespace, data: Any, text: str) -> None:
-    """What a command did: its JSON for scripts (--json), else one line for people."""
-    if args.json:
-        _json(data)
-    else:
-        print(text)
-
-
-def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title)
-    for c in columns:
-        table.add_column(c, overflow="fold")
-    for r in rows:
-        table.add_row(*r)
-    console = Console()
-    if not console.is_terminal and "COLUMNS" not in os.environ:
-        console = Console(width=240)  # piped: whole ids and addresses, not an 80-column squeeze
-    console.print(table)
-
-
 def _s(value: object) -> str:
     return "-" if value is None else str(value)
 
@@ -77,13 +49,13 @@ def _users_table(users: list[User], title: str = "users") -> None:
         [u.id, u.email, _s(u.username), u.role.value, _s(u.team_id), _s(u.budget_limit), "yes" if u.is_active else "no"]
         for u in users
     ]
-    _table(title, columns, rows)
+    table(title, columns, rows)
 
 
 def _teams_table(teams: list[Team], title: str = "teams") -> None:
     columns = ["id", "name", "budget", "rpm", "tpm", "parallel"]
     rows = [[t.id, t.name, _s(t.budget_limit), _s(t.rate_limit), _s(t.tpm_limit), _s(t.max_parallel)] for t in teams]
-    _table(title, columns, rows)
+    table(title, columns, rows)
 
 
 def _keys_table(keys: list[ApiKey], owners: dict[str, str], title: str = "keys") -> None:
@@ -100,7 +72,7 @@ def _keys_table(keys: list[ApiKey], owners: dict[str, str], title: str = "keys")
         expires = k.expires_at.strftime("%Y-%m-%d %H:%M") if k.expires_at else "-"
         row = [k.id, k.name, k.prefix + "...", owner, f"{allowed}; {models}", _s(k.rate_limit), _s(k.tpm_limit)]
         rows.append([*row, _s(k.budget_limit), expires, k.state(at).value])
-    _table(title, columns, rows)
+    table(title, columns, rows)
 
 
 _SHORT = {"chat_completions": "chat", "completions": "completions", "embeddings": "embeddings", "list_models": "models"}
@@ -138,7 +110,7 @@ def _user_create(args: argparse.Namespace) -> int:
         )
 
     user = _run(args, body)
-    _say(args, user.to_dict(), f"created user {user.email} ({user.id}), role {user.role.value}")
+    say(args, user.to_dict(), f"created user {user.email} ({user.id}), role {user.role.value}")
     return 0
 
 
@@ -146,7 +118,7 @@ def _user_list(args: argparse.Namespace) -> int:
     page = _run(args, lambda repo: repo.list_users(page=args.page, limit=args.limit, search=args.search))
     if args.json:
         pagination = {"page": page.page, "limit": page.limit, "total": page.total, "pages": page.pages}
-        _json({"users": [u.to_dict() for u in page.users], "pagination": pagination})
+        print_json({"users": [u.to_dict() for u in page.users], "pagination": pagination})
     else:
         _users_table(list(page.users), f"users (page {page.page} of {max(page.pages, 1)}, {page.total} in all)")
     return 0
@@ -169,13 +141,13 @@ def _user_update(args: argparse.Namespace) -> int:
     changes["password"] = UNSET if password is None else password
 
     user = _run(args, lambda repo: repo.update_user(args.user, **changes))
-    _say(args, user.to_dict(), f"updated user {user.email} ({user.id})")
+    say(args, user.to_dict(), f"updated user {user.email} ({user.id})")
     return 0
 
 
 def _user_delete(args: argparse.Namespace) -> int:
     user = _run(args, lambda repo: repo.delete_user(args.user))
-    _say(args, {"deleted": user.to_dict()}, f"deleted user {user.email} ({user.id}) and their keys")
+    say(args, {"deleted": user.to_dict()}, f"deleted user {user.email} ({user.id}) and their keys")
     return 0
 
 
@@ -194,14 +166,14 @@ def _team_create(args: argparse.Namespace) -> int:
         )
 
     team = _run(args, body)
-    _say(args, team.to_dict(), f"created team {team.name} ({team.id})")
+    say(args, team.to_dict(), f"created team {team.name} ({team.id})")
     return 0
 
 
 def _team_list(args: argparse.Namespace) -> int:
     teams = _run(args, lambda repo: repo.list_teams())
     if args.json:
-        _json({"teams": [t.to_dict() for t in teams]})
+        print_json({"teams": [t.to_dict() for t in teams]})
     else:
         _teams_table(teams)
     return 0
@@ -209,7 +181,7 @@ def _team_list(args: argparse.Namespace) -> int:
 
 def _team_delete(args: argparse.Namespace) -> int:
     team = _run(args, lambda repo: repo.delete_team(args.team))
-    _say(
+    say(
         args,
         {"deleted": team.to_dict()},
         f"deleted team {team.name} ({team.id}) and its service keys; its members have no team now",
@@ -240,7 +212,7 @@ def _key_create(args: argparse.Namespace) -> int:
 
     new = _run(args, body)
     if args.json:
-        _json({**new.key.to_dict(), "key": new.secret})
+        print_json({**new.key.to_dict(), "key": new.secret})
     else:
         owner = f"user {new.key.user_id}" if new.key.user_id else f"team {new.key.team_id} (service key)"
         print(f"created key {new.key.name!r} ({new.key.id}) for {owner}:")
@@ -259,7 +231,7 @@ def _key_list(args: argparse.Namespace) -> int:
 
     keys, owners = _run(args, body)
     if args.json:
-        _json({"keys": [k.to_dict() for k in keys]})
+        print_json({"keys": [k.to_dict() for k in keys]})
     else:
         _keys_table(keys, owners)
     return 0
@@ -292,25 +264,19 @@ def _key_update(args: argparse.Namespace) -> int:
         return await repo.update_key(args.key, **changes)
 
     key = _run(args, body)
-    _say(args, key.to_dict(), f"updated key {key.name!r} ({key.id})")
+    say(args, key.to_dict(), f"updated key {key.name!r} ({key.id})")
     return 0
 
 
 def _key_revoke(args: argparse.Namespace) -> int:
     key = _run(args, lambda repo: repo.revoke_key(args.key))
-    _say(args, key.to_dict(), f"revoked key {key.name!r} ({key.id}, {key.prefix}...)")
+    say(args, key.to_dict(), f"revoked key {key.name!r} ({key.id}, {key.prefix}...)")
     return 0
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     """The user, team and key commands; `common` carries --config."""
-    out = argparse.ArgumentParser(add_help=False, parents=[common])
-    out.add_argument("--json", action="store_true", help="machine-readable output")
-
-    def leaf(group: Any, name: str, func: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = group.add_parser(name, parents=[out], help=help)
-        p.set_defaults(func=func)
-        return p
+    leaf = leaf_maker(common)
 
     def active(p: argparse.ArgumentParser) -> None:
         g = p.add_mutually_exclusive_group()

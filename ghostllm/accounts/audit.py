@@ -11,7 +11,7 @@ from typing import Any
 from ghostllm.store import Store
 
 # Fields whose values never go into the detail (only that they changed).
-SECRET_FIELDS = frozenset({"password", "password_hash", "key", "key_hash", "secret"})
+SECRET_FIELDS = frozenset({"password", "password_hash", "key", "key_hash", "secret", "api_key", "api_key_enc"})
 
 
 @dataclass(frozen=True)

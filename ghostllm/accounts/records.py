@@ -135,3 +135,23 @@ class KeyMatch:
     @property
     def usable(self) -> bool:
         return self.state is KeyState.ACTIVE
+
+
+@dataclass(frozen=True)
+class ProviderRecord:
+    """A provider row, never its key: only whether one is stored (encrypted) and the id
+    of the encryption key it is under (a public fingerprint)."""
+
+    id: str
+    name: str
+    provider_type: str
+    base_url: str
+    enabled: bool
+    config: dict[str, Any]
+    has_key: bool
+    key_encryption_id: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "created_at": _iso(self.created_at), "updated_at": _iso(self.updated_at)}

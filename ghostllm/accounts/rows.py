@@ -9,8 +9,9 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from ghostllm.accounts.cipher import key_id_of
 from ghostllm.accounts.permissions import Permissions
-from ghostllm.accounts.records import ApiKey, Role, Team, User
+from ghostllm.accounts.records import ApiKey, ProviderRecord, Role, Team, User
 
 TEAM_COLUMNS = (
     "id, name, description, budget_limit, current_spend, rate_limit, tpm_limit, max_parallel, created_at, updated_at"
@@ -23,6 +24,9 @@ KEY_COLUMNS = (
     "id, name, key_prefix, user_id, team_id, permissions, rate_limit, tpm_limit, max_parallel, "
     "budget_limit, current_spend, expires_at, last_used_at, is_active, created_at"
 )
+
+# The encrypted key is read only to say whether one is stored and under which key id.
+PROVIDER_COLUMNS = "id, name, provider_type, base_url, enabled, config, api_key_enc, created_at, updated_at"
 
 
 def now() -> datetime:
@@ -127,4 +131,27 @@ def api_key(row: tuple[Any, ...]) -> ApiKey:
         last_used_at=_time(used),
         is_active=bool(active),
         created_at=_required_time(created),
+    )
+
+
+def sealed(value: Any) -> str | None:
+    """An api_key_enc cell (BYTEA: bytes or memoryview; BLOB: bytes) as the stored token."""
+    return None if value is None else bytes(value).decode("ascii", errors="replace")
+
+
+def provider(row: tuple[Any, ...]) -> ProviderRecord:
+    id_, name, provider_type, base_url, enabled, config, api_key_enc, created, updated = row
+    data = json.loads(config) if isinstance(config, str | bytes) else config
+    token = sealed(api_key_enc)
+    return ProviderRecord(
+        id=str(id_),
+        name=str(name),
+        provider_type=str(provider_type),
+        base_url=str(base_url),
+        enabled=bool(enabled),
+        config=dict(data or {}),
+        has_key=token is not None,
+        key_encryption_id=None if token is None else key_id_of(token),
+        created_at=_required_time(created),
+        updated_at=_required_time(updated),
     )

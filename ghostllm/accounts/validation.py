@@ -110,3 +110,42 @@ def timestamp(field: str, value: str | datetime | None) -> datetime | None:
     if not isinstance(value, datetime):
         raise _bad(field, "expected an ISO 8601 date or time", "invalid_type")
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+_PROVIDER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_PROVIDER_TYPE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+MAX_URL = 2048
+MAX_SECRET = 8192
+
+
+def provider_id(value: str) -> str:
+    if not isinstance(value, str) or not _PROVIDER_ID.match(value):
+        raise _bad("provider", "expected 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+    return value
+
+
+def provider_type(value: str) -> str:
+    if not isinstance(value, str) or not _PROVIDER_TYPE.match(value):
+        raise _bad("provider_type", "expected 1 to 32 lower-case letters, digits, '_' or '-'")
+    return value
+
+
+def base_url(value: str) -> str:
+    if (
+        not isinstance(value, str)
+        or len(value) > MAX_URL
+        or not value.isprintable()
+        or " " in value
+        or not value.startswith(("http://", "https://"))
+    ):
+        raise _bad("base_url", f"expected an http:// or https:// URL of at most {MAX_URL} characters")
+    return value
+
+
+def secret(field: str, value: str) -> str:
+    """A credential: never echoed back, so the message says only what is wrong with it."""
+    if not isinstance(value, str) or not value:
+        raise _bad(field, "must not be empty")
+    if len(value) > MAX_SECRET or not value.isprintable() or any(c.isspace() for c in value):
+        raise _bad(field, f"expected at most {MAX_SECRET} printable characters without spaces")
+    return value
