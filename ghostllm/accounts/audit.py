@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from ghostllm.store import Store
+from ghostllm.store import Executor
 
 # Fields whose values never go into the detail (only that they changed).
 SECRET_FIELDS = frozenset({"password", "password_hash", "key", "key_hash", "secret", "api_key", "api_key_enc"})
@@ -32,7 +32,7 @@ def scrub(detail: dict[str, Any]) -> dict[str, Any]:
 
 
 async def record(
-    store: Store, actor: Actor, action: str, target_type: str, target_id: str, detail: dict[str, Any]
+    store: Executor, actor: Actor, action: str, target_type: str, target_id: str, detail: dict[str, Any]
 ) -> None:
     body = json.dumps({"via": actor.via, **scrub(detail)}, sort_keys=True, default=str)
     await store.execute(

@@ -18,7 +18,7 @@ from ghostllm.accounts.cipher import SecretCipher, key_id_of
 from ghostllm.accounts.records import ProviderRecord
 from ghostllm.accounts.repository import UNSET, Unset
 from ghostllm.errors import AlreadyExists, InvalidRequest, NotFound
-from ghostllm.store import ConstraintViolation, DuplicateError, Store
+from ghostllm.store import ConstraintViolation, DuplicateError, Executor, Store
 
 
 def context(provider_id: str) -> str:
@@ -37,9 +37,9 @@ class ProviderRepository:
             raise RuntimeError("this ProviderRepository has no cipher: keys cannot be read or written")
         return self._cipher
 
-    async def _write(self, sql: str, params: Sequence[Any]) -> int:
+    async def _write(self, tx: Executor, sql: str, params: Sequence[Any]) -> int:
         try:
-            return await self.store.execute(sql, params)
+            return await tx.execute(sql, params)
         except DuplicateError:
             raise
         except ConstraintViolation as exc:
@@ -65,13 +65,16 @@ class ProviderRepository:
         }
         provider_id = validation.provider_id(provider_id)
         try:
-            await self._write(
-                "INSERT INTO providers (id, name, provider_type, base_url, enabled, config) VALUES (?, ?, ?, ?, ?, ?)",
-                (provider_id, *values.values()),
-            )
+            async with self.store.transaction() as tx:
+                await self._write(
+                    tx,
+                    "INSERT INTO providers (id, name, provider_type, base_url, enabled, config)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (provider_id, *values.values()),
+                )
+                await record(tx, actor, "provider.create", "provider", provider_id, values)
         except DuplicateError:
             raise AlreadyExists(f"a provider {provider_id!r} already exists", param="provider") from None
-        await record(self.store, actor, "provider.create", "provider", provider_id, values)
         return await self.get_provider(provider_id)
 
     async def get_provider(self, provider_id: str) -> ProviderRecord:
@@ -116,33 +119,36 @@ class ProviderRepository:
             changes["config"] = _config(config)
         if not changes:
             raise InvalidRequest("nothing to update")
-        await self._update(current.id, changes)
-        await record(self.store, actor, "provider.update", "provider", current.id, changes)
+        async with self.store.transaction() as tx:
+            await self._update(tx, current.id, changes)
+            await record(tx, actor, "provider.update", "provider", current.id, changes)
         return await self.get_provider(current.id)
 
     async def _update(
-        self, provider_id: str, changes: dict[str, Any], *, where: str = "", args: Sequence[Any] = ()
+        self, tx: Executor, provider_id: str, changes: dict[str, Any], *, where: str = "", args: Sequence[Any] = ()
     ) -> int:
         # Column names come from the code, never from input; values are parameters.
         values = {**changes, "updated_at": rows.stamp(rows.now())}
         assignments = ", ".join(f"{column} = ?" for column in values)
         return await self._write(
-            f"UPDATE providers SET {assignments} WHERE id = ?{where}", (*values.values(), provider_id, *args)
+            tx, f"UPDATE providers SET {assignments} WHERE id = ?{where}", (*values.values(), provider_id, *args)
         )
 
     async def set_key(self, provider_id: str, api_key: str, *, actor: Actor = CLI) -> ProviderRecord:
         """Store the provider's API key, encrypted under the cipher's primary key."""
         current = await self.get_provider(provider_id)
         token = self.cipher.encrypt(validation.secret("api_key", api_key), context(current.id))
-        await self._update(current.id, {"api_key_enc": token.encode("ascii")})
         detail = {"api_key": True, "encryption_key_id": self.cipher.key_id}
-        await record(self.store, actor, "provider.set_key", "provider", current.id, detail)
+        async with self.store.transaction() as tx:
+            await self._update(tx, current.id, {"api_key_enc": token.encode("ascii")})
+            await record(tx, actor, "provider.set_key", "provider", current.id, detail)
         return await self.get_provider(current.id)
 
     async def clear_key(self, provider_id: str, *, actor: Actor = CLI) -> ProviderRecord:
         current = await self.get_provider(provider_id)
-        await self._update(current.id, {"api_key_enc": None})
-        await record(self.store, actor, "provider.clear_key", "provider", current.id, {"api_key": None})
+        async with self.store.transaction() as tx:
+            await self._update(tx, current.id, {"api_key_enc": None})
+            await record(tx, actor, "provider.clear_key", "provider", current.id, {"api_key": None})
         return await self.get_provider(current.id)
 
     async def get_key(self, provider_id: str) -> str | None:
@@ -166,13 +172,18 @@ class ProviderRepository:
                 continue
             clear = self.cipher.decrypt(token, context(str(provider_id)))
             fresh = self.cipher.encrypt(clear, context(str(provider_id)))
-            changed = await self._update(
-                str(provider_id), {"api_key_enc": fresh.encode("ascii")}, where=" AND api_key_enc = ?", args=(cell,)
-            )
-            if changed:
-                moved += 1
-                detail = {"api_key": True, "from_key_id": key_id_of(token), "encryption_key_id": self.cipher.key_id}
-                await record(self.store, actor, "provider.rotate_key", "provider", str(provider_id), detail)
+            detail = {"api_key": True, "from_key_id": key_id_of(token), "encryption_key_id": self.cipher.key_id}
+            async with self.store.transaction() as tx:
+                changed = await self._update(
+                    tx,
+                    str(provider_id),
+                    {"api_key_enc": fresh.encode("ascii")},
+                    where=" AND api_key_enc = ?",
+                    args=(cell,),
+                )
+                if changed:
+                    await record(tx, actor, "provider.rotate_key", "provider", str(provider_id), detail)
+            moved += bool(changed)
         return moved
 
     async def keys_not_under(self, key_id: str) -> list[str]:

@@ -18,7 +18,7 @@ from ghostllm.accounts.passwords import hash_password
 from ghostllm.accounts.permissions import Permissions
 from ghostllm.accounts.records import ApiKey, KeyMatch, KeyState, Role, Team, User, UserPage
 from ghostllm.errors import AlreadyExists, InvalidRequest, NotFound
-from ghostllm.store import ConstraintViolation, DuplicateError, Store
+from ghostllm.store import ConstraintViolation, DuplicateError, Executor, Store
 
 
 class Unset(Enum):
@@ -42,9 +42,11 @@ class AccountRepository:
         self.store = store
         self.bcrypt_cost = bcrypt_cost
 
-    async def _write(self, sql: str, params: Sequence[Any], *, duplicate: AlreadyExists | None = None) -> int:
+    async def _write(
+        self, tx: Executor, sql: str, params: Sequence[Any], *, duplicate: AlreadyExists | None = None
+    ) -> int:
         try:
-            return await self.store.execute(sql, params)
+            return await tx.execute(sql, params)
         except DuplicateError:
             if duplicate is None:
                 raise
@@ -74,13 +76,15 @@ class AccountRepository:
             "max_parallel": validation.limit("max_parallel", max_parallel),
         }
         team_id = str(uuid.uuid4())
-        await self._write(
-            "INSERT INTO teams (id, name, description, budget_limit, rate_limit, tpm_limit, max_parallel)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (team_id, name, *values.values()),
-            duplicate=AlreadyExists(f"a team named {name!r} already exists", param="name"),
-        )
-        await record(self.store, actor, "team.create", "team", team_id, {"name": name, **values})
+        async with self.store.transaction() as tx:
+            await self._write(
+                tx,
+                "INSERT INTO teams (id, name, description, budget_limit, rate_limit, tpm_limit, max_parallel)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (team_id, name, *values.values()),
+                duplicate=AlreadyExists(f"a team named {name!r} already exists", param="name"),
+            )
+            await record(tx, actor, "team.create", "team", team_id, {"name": name, **values})
         return await self.get_team(team_id)
 
     async def get_team(self, ref: str) -> Team:
@@ -103,8 +107,9 @@ class AccountRepository:
     async def delete_team(self, ref: str, *, actor: Actor = CLI) -> Team:
         """Its members stay (without a team); its service keys go."""
         team = await self.get_team(ref)
-        await self._write("DELETE FROM teams WHERE id = ?", (team.id,))
-        await record(self.store, actor, "team.delete", "team", team.id, {"name": team.name})
+        async with self.store.transaction() as tx:
+            await self._write(tx, "DELETE FROM teams WHERE id = ?", (team.id,))
+            await record(tx, actor, "team.delete", "team", team.id, {"name": team.name})
         return team
 
     # Users
@@ -129,14 +134,16 @@ class AccountRepository:
         }
         password_hash = None if password is None else await hash_password(password, self.bcrypt_cost)
         user_id = str(uuid.uuid4())
-        await self._write(
-            "INSERT INTO users (id, email, username, role, team_id, budget_limit, password_hash)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (user_id, email, *values.values(), password_hash),
-            duplicate=AlreadyExists(f"a user with email {email!r} already exists", param="email"),
-        )
         detail = {"email": email, **values, **({"password": True} if password is not None else {})}
-        await record(self.store, actor, "user.create", "user", user_id, detail)
+        async with self.store.transaction() as tx:
+            await self._write(
+                tx,
+                "INSERT INTO users (id, email, username, role, team_id, budget_limit, password_hash)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (user_id, email, *values.values(), password_hash),
+                duplicate=AlreadyExists(f"a user with email {email!r} already exists", param="email"),
+            )
+            await record(tx, actor, "user.create", "user", user_id, detail)
         return await self.get_user(user_id)
 
     async def get_user(self, ref: str) -> User:
@@ -197,24 +204,28 @@ class AccountRepository:
             changes["password_hash"] = await hash_password(password, self.bcrypt_cost)
         if not changes:
             raise InvalidRequest("nothing to update")
-        await self._update("users", user.id, changes, updated_at=True)
-        await record(self.store, actor, "user.update", "user", user.id, changes)
+        async with self.store.transaction() as tx:
+            await self._update(tx, "users", user.id, changes, updated_at=True)
+            await record(tx, actor, "user.update", "user", user.id, changes)
         return await self.get_user(user.id)
 
     async def delete_user(self, ref: str, *, actor: Actor = CLI) -> User:
         """Their keys go with them."""
         user = await self.get_user(ref)
-        await self._write("DELETE FROM users WHERE id = ?", (user.id,))
-        await record(self.store, actor, "user.delete", "user", user.id, {"email": user.email})
+        async with self.store.transaction() as tx:
+            await self._write(tx, "DELETE FROM users WHERE id = ?", (user.id,))
+            await record(tx, actor, "user.delete", "user", user.id, {"email": user.email})
         return user
 
-    async def _update(self, table: str, record_id: str, changes: dict[str, Any], *, updated_at: bool) -> None:
+    async def _update(
+        self, tx: Executor, table: str, record_id: str, changes: dict[str, Any], *, updated_at: bool
+    ) -> None:
         # Column names come from the code above, never from input; values are parameters.
         values = dict(changes)
         if updated_at:
             values["updated_at"] = rows.stamp(rows.now())
         assignments = ", ".join(f"{column} = ?" for column in values)
-        await self._write(f"UPDATE {table} SET {assignments} WHERE id = ?", (*values.values(), record_id))
+        await self._write(tx, f"UPDATE {table} SET {assignments} WHERE id = ?", (*values.values(), record_id))
 
     # API keys
 
@@ -251,13 +262,15 @@ class AccountRepository:
         secret = generate_key()
         key_id, prefix = str(uuid.uuid4()), visible_prefix(secret)
 
-        await self._write(
-            "INSERT INTO api_keys (id, name, key_prefix, key_hash, permissions, user_id, team_id, rate_limit,"
-            " tpm_limit, max_parallel, budget_limit, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (key_id, name, prefix, digest(secret), json.dumps(perms.to_json()), *values.values()),
-        )
         detail = {"name": name, "prefix": prefix, "permissions": perms.to_json(), **values}
-        await record(self.store, actor, "key.create", "api_key", key_id, detail)
+        async with self.store.transaction() as tx:
+            await self._write(
+                tx,
+                "INSERT INTO api_keys (id, name, key_prefix, key_hash, permissions, user_id, team_id, rate_limit,"
+                " tpm_limit, max_parallel, budget_limit, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (key_id, name, prefix, digest(secret), json.dumps(perms.to_json()), *values.values()),
+            )
+            await record(tx, actor, "key.create", "api_key", key_id, detail)
         return NewKey(await self.get_key(key_id), secret)
 
     async def get_key(self, key_id: str) -> ApiKey:
@@ -315,8 +328,9 @@ class AccountRepository:
             raise InvalidRequest("nothing to update")
 
         stored = {k: json.dumps(v) if k == "permissions" else v for k, v in changes.items()}
-        await self._update("api_keys", key.id, stored, updated_at=False)
-        await record(self.store, actor, action, "api_key", key.id, {"prefix": key.prefix, **changes})
+        async with self.store.transaction() as tx:
+            await self._update(tx, "api_keys", key.id, stored, updated_at=False)
+            await record(tx, actor, action, "api_key", key.id, {"prefix": key.prefix, **changes})
         return await self.get_key(key.id)
 
     async def revoke_key(self, key_id: str, *, actor: Actor = CLI) -> ApiKey:

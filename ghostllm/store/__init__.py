@@ -7,13 +7,14 @@ only when used (a SQLite deployment never imports psycopg).
 from __future__ import annotations
 
 from ghostllm.config import StoreConfig
-from ghostllm.store.base import ConstraintViolation, DuplicateError, Store
+from ghostllm.store.base import ConstraintViolation, DuplicateError, Executor, Store
 from ghostllm.store.migrations import Migration, SchemaStatus, load_migrations
 from ghostllm.store.url import StoreURL, parse_store_url
 
 __all__ = [
     "ConstraintViolation",
     "DuplicateError",
+    "Executor",
     "Migration",
     "SchemaStatus",
     "Store",

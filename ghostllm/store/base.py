@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 from ghostllm.errors import StoreError
 from ghostllm.store.migrations import Migration, SchemaStatus, load_migrations
@@ -24,6 +25,14 @@ class ConstraintViolation(Exception):
 
 class DuplicateError(ConstraintViolation):
     """A write broke a unique constraint (users.email, api_keys.key_hash, teams.name, ...)."""
+
+
+class Executor(Protocol):
+    """What runs statements: the store itself (each statement its own transaction) or an open transaction."""
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int: ...
+
+    async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
 
 
 class Store(ABC):
@@ -54,6 +63,11 @@ class Store(ABC):
 
     @abstractmethod
     async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+
+    @abstractmethod
+    def transaction(self) -> AbstractAsyncContextManager[Executor]:
+        """Statements that commit together or not at all (a change and its audit row):
+        committed when the block ends, rolled back when it raises."""
 
     @abstractmethod
     async def status(self) -> SchemaStatus:

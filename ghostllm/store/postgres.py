@@ -8,7 +8,8 @@ deployment (or a test run) can use its own schema through the URL:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
@@ -80,16 +81,16 @@ class PostgresStore(Store):
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         async with self.pool.connection() as conn:
-            try:
-                cursor = await conn.execute(_pg(sql), tuple(params))
-            except pg_errors.IntegrityError as exc:
-                raise _violation(exc) from exc
-            return cursor.rowcount
+            return await _execute(conn, sql, params)
 
     async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         async with self.pool.connection() as conn:
-            cursor = await conn.execute(_pg(sql), tuple(params))
-            return await cursor.fetchall()
+            return await _fetch_all(conn, sql, params)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[_Transaction]:
+        async with self.pool.connection() as conn, conn.transaction():
+            yield _Transaction(conn)
 
     async def status(self) -> SchemaStatus:
         async with self.pool.connection() as conn:
@@ -116,6 +117,33 @@ class PostgresStore(Store):
             finally:
                 await conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
         return tuple(applied)
+
+
+Connection = psycopg.AsyncConnection[tuple[Any, ...]]
+
+
+async def _execute(conn: Connection, sql: str, params: Sequence[Any]) -> int:
+    try:
+        cursor = await conn.execute(_pg(sql), tuple(params))
+    except pg_errors.IntegrityError as exc:
+        raise _violation(exc) from exc
+    return cursor.rowcount
+
+
+async def _fetch_all(conn: Connection, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    cursor = await conn.execute(_pg(sql), tuple(params))
+    return await cursor.fetchall()
+
+
+class _Transaction:
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return await _execute(self._conn, sql, params)
+
+    async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return await _fetch_all(self._conn, sql, params)
 
 
 async def _applied(conn: psycopg.AsyncConnection[tuple[Any, ...]]) -> tuple[AppliedMigration, ...]:

@@ -9,8 +9,10 @@ we open one explicitly, as migrations do with BEGIN IMMEDIATE.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote
 
@@ -54,6 +56,9 @@ class SQLiteStore(Store):
         self.path = url.path
         self.readonly = readonly
         self._conn: aiosqlite.Connection | None = None
+        # One connection serves every caller: a transaction holds it, so no other
+        # caller's statement runs inside someone else's transaction.
+        self._lock = asyncio.Lock()
 
     @property
     def conn(self) -> aiosqlite.Connection:
@@ -84,16 +89,23 @@ class SQLiteStore(Store):
             await conn.close()
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        try:
-            cursor = await self.conn.execute(sql, tuple(params))
-        except sqlite3.IntegrityError as exc:
-            raise _violation(exc) from exc
-        rows = cursor.rowcount
-        await cursor.close()
-        return rows
+        async with self._lock:
+            return await _execute(self.conn, sql, params)
 
     async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return [tuple(row) for row in await self.conn.execute_fetchall(sql, tuple(params))]
+        async with self._lock:
+            return await _fetch_all(self.conn, sql, params)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[_Transaction]:
+        async with self._lock:
+            await self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield _Transaction(self.conn)
+            except BaseException:
+                await self.conn.execute("ROLLBACK")
+                raise
+            await self.conn.execute("COMMIT")
 
     async def _applied(self) -> tuple[AppliedMigration, ...]:
         exists = await self.fetch_all("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'")
@@ -129,6 +141,31 @@ class SQLiteStore(Store):
             if not done:
                 applied.append(migration)
         return tuple(applied)
+
+
+async def _execute(conn: aiosqlite.Connection, sql: str, params: Sequence[Any]) -> int:
+    try:
+        cursor = await conn.execute(sql, tuple(params))
+    except sqlite3.IntegrityError as exc:
+        raise _violation(exc) from exc
+    rows = cursor.rowcount
+    await cursor.close()
+    return rows
+
+
+async def _fetch_all(conn: aiosqlite.Connection, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    return [tuple(row) for row in await conn.execute_fetchall(sql, tuple(params))]
+
+
+class _Transaction:
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return await _execute(self._conn, sql, params)
+
+    async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return await _fetch_all(self._conn, sql, params)
 
 
 def _violation(exc: sqlite3.IntegrityError) -> ConstraintViolation:

@@ -148,3 +148,49 @@ def test_serve_check_migrates_sqlite_and_refuses_pending_postgres(store_config: 
         assert with_store(store_config, lambda store: store.status()).applied == ()
         with_store(store_config, lambda store: store.migrate())
     assert "schema up to date" in asyncio.run(prepare_store(config))
+
+
+def test_a_transaction_commits_together_or_not_at_all(store_config: StoreConfig) -> None:
+    async def body(store: Store) -> None:
+        await store.migrate()
+        insert = "INSERT INTO teams (id, name) VALUES (?, ?)"
+        async with store.transaction() as tx:
+            await tx.execute(insert, (new_id(), "kept-1"))
+            await tx.execute(insert, (new_id(), "kept-2"))
+            assert await tx.fetch_all("SELECT COUNT(*) FROM teams") == [(2,)]  # its own writes, before commit
+        with pytest.raises(RuntimeError):
+            async with store.transaction() as tx:
+                await tx.execute(insert, (new_id(), "rolled-back"))
+                raise RuntimeError("the change's audit row failed")
+        with pytest.raises(DuplicateError):
+            async with store.transaction() as tx:
+                await tx.execute(insert, (new_id(), "also-rolled-back"))
+                await tx.execute(insert, (new_id(), "kept-1"))
+        names = [row[0] for row in await store.fetch_all("SELECT name FROM teams ORDER BY name")]
+        assert names == ["kept-1", "kept-2"]
+
+    with_store(store_config, body)
+
+
+def test_concurrent_statements_never_land_inside_another_transaction(store_config: StoreConfig) -> None:
+    async def body(store: Store) -> None:
+        await store.migrate()
+        inside = asyncio.Event()
+
+        async def failing() -> None:
+            async with store.transaction() as tx:
+                await tx.execute("INSERT INTO teams (id, name) VALUES (?, ?)", (new_id(), "rolled-back"))
+                inside.set()
+                await asyncio.sleep(0.05)
+                raise RuntimeError("abort")
+
+        async def other() -> None:
+            await inside.wait()
+            await store.execute("INSERT INTO teams (id, name) VALUES (?, ?)", (new_id(), "independent"))
+
+        results = await asyncio.gather(failing(), other(), return_exceptions=True)
+        assert isinstance(results[0], RuntimeError) and results[1] is None
+        names = [row[0] for row in await store.fetch_all("SELECT name FROM teams")]
+        assert names == ["independent"]
+
+    with_store(store_config, body)
