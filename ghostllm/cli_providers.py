@@ -224,6 +224,72 @@ def _config_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _provider_test(args: argparse.Namespace) -> int:
+    """Reachability, our credentials and the model list (one GET), then a one-token completion:
+    the checks an operator runs after setting a provider up."""
+    import asyncio
+    import time
+
+    from ghostllm.errors import GhostError, NotFound
+    from ghostllm.protocol.endpoints import Endpoint
+    from ghostllm.providers.base import Call
+    from ghostllm.providers.factory import make_provider
+
+    config = _load(args)
+    try:
+        provider_config = config.provider(args.provider)
+    except KeyError:
+        raise NotFound(f"no provider {args.provider!r} in {config.source or 'the config'}") from None
+    configured = [m.upstream for m in config.models if m.provider == provider_config.id]
+
+    async def run() -> list[dict[str, Any]]:
+        provider = make_provider(provider_config)
+        await provider.start()
+        checks: list[dict[str, Any]] = []
+
+        async def check(name: str, step: Callable[[], Awaitable[str]]) -> bool:
+            started = time.monotonic()
+            try:
+                detail, ok = await step(), True
+            except GhostError as exc:
+                detail, ok = exc.message, False
+            checks.append({"check": name, "ok": ok, "ms": round((time.monotonic() - started) * 1000, 1),
+                           "detail": detail})  # fmt: skip
+            return ok
+
+        listed: list[str] = []
+
+        async def models() -> str:
+            listed.extend(await provider.list_models())
+            return f"{len(listed)} model(s): {', '.join(listed[:5])}{' ...' if len(listed) > 5 else ''}"
+
+        async def completion() -> str:
+            model = (configured or listed or [""])[0]
+            body = {"model": model, "messages": [{"role": "user", "content": "Say OK."}], "max_tokens": 1}
+            reply = await provider.complete(Endpoint.CHAT, body, model, Call(request_id="ghostllm-provider-test"))
+            usage = reply.usage
+            return f"{model}: answered" + (f" ({usage.total_tokens} tokens)" if usage else "")
+
+        try:
+            if await check("reachable, credentials accepted, model list", models):
+                await check("one-token chat completion", completion)
+        finally:
+            await provider.close()
+        return checks
+
+    checks = asyncio.run(run())
+    ok = all(c["ok"] for c in checks)
+    if args.json:
+        print_json({"provider": provider_config.id, "ok": ok, "checks": checks})
+    else:
+        table(
+            f"provider {provider_config.id} ({provider_config.base_url})",
+            ["check", "result", "ms", "detail"],
+            [[c["check"], "ok" if c["ok"] else "FAILED", str(c["ms"]), c["detail"]] for c in checks],
+        )
+    return 0 if ok else 1
+
+
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     """The provider, secrets and config commands; `common` carries --config."""
     leaf = leaf_maker(common)
@@ -233,6 +299,8 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     leaf(providers, "list", _provider_list, "providers from the config and the store (never their keys)")
     p = leaf(providers, "set-key", _provider_set_key, "store a provider's API key, encrypted (read from stdin)")
+    p.add_argument("provider", metavar="ID")
+    p = leaf(providers, "test", _provider_test, "reach a configured provider: model list, then a one-token completion")
     p.add_argument("provider", metavar="ID")
 
     secrets = sub.add_parser("secrets", help="secrets stored encrypted").add_subparsers(dest="action", required=True)

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from ghostllm.server.envoy import envoy_binary
-from tests.support.procs import ROOT, stack_config
+from tests.support.procs import ROOT, free_port, stack_config
 
 
 def ghostllm(*args: str) -> subprocess.CompletedProcess[str]:
@@ -92,3 +92,28 @@ def test_serve_explains_a_taken_port(upstream_port: int, tmp_path: Path, port_ke
         out = ghostllm("serve", "-c", str(path))
     assert out.returncode == 1
     assert explained in out.stderr
+
+
+def test_provider_test_reaches_the_upstream_or_says_what_failed(upstream_port: int, tmp_path: Path) -> None:
+    config = tmp_path / "g.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "server": {"data_dir": str(tmp_path / "data")},
+                "providers": [
+                    {"id": "dev", "base_url": f"http://127.0.0.1:{upstream_port}/v1"},
+                    {"id": "dead", "base_url": f"http://127.0.0.1:{free_port()}/v1", "connect_timeout_s": 1},
+                ],
+                "models": [{"id": "dev-echo", "provider": "dev"}],
+            }
+        )
+    )
+    ok = ghostllm("provider", "test", "dev", "--json", "-c", str(config))
+    assert ok.returncode == 0, ok.stderr
+    report = json.loads(ok.stdout)
+    assert report["ok"] and [c["ok"] for c in report["checks"]] == [True, True]
+    assert "dev-echo" in report["checks"][1]["detail"]
+    dead = ghostllm("provider", "test", "dead", "-c", str(config))
+    assert dead.returncode == 1 and "FAILED" in dead.stdout and "Traceback" not in dead.stderr
+    unknown = ghostllm("provider", "test", "nope", "-c", str(config))
+    assert unknown.returncode == 1 and "no provider 'nope'" in unknown.stderr
