@@ -9,7 +9,6 @@ Every mutation writes an audit_log row, never with the key in it."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from typing import Any
 
 from ghostllm.accounts import rows, validation
@@ -17,8 +16,9 @@ from ghostllm.accounts.audit import CLI, Actor, record
 from ghostllm.accounts.cipher import SecretCipher, key_id_of
 from ghostllm.accounts.records import ProviderRecord
 from ghostllm.accounts.repository import UNSET, Unset
+from ghostllm.accounts.writes import update, write
 from ghostllm.errors import AlreadyExists, InvalidRequest, NotFound
-from ghostllm.store import ConstraintViolation, DuplicateError, Executor, Store
+from ghostllm.store import DuplicateError, Store
 
 
 def context(provider_id: str) -> str:
@@ -36,14 +36,6 @@ class ProviderRepository:
         if self._cipher is None:
             raise RuntimeError("this ProviderRepository has no cipher: keys cannot be read or written")
         return self._cipher
-
-    async def _write(self, tx: Executor, sql: str, params: Sequence[Any]) -> int:
-        try:
-            return await tx.execute(sql, params)
-        except DuplicateError:
-            raise
-        except ConstraintViolation as exc:
-            raise InvalidRequest(f"rejected by the store: {exc}") from None
 
     async def create_provider(
         self,
@@ -66,7 +58,7 @@ class ProviderRepository:
         provider_id = validation.provider_id(provider_id)
         try:
             async with self.store.transaction() as tx:
-                await self._write(
+                await write(
                     tx,
                     "INSERT INTO providers (id, name, provider_type, base_url, enabled, config)"
                     " VALUES (?, ?, ?, ?, ?, ?)",
@@ -120,19 +112,9 @@ class ProviderRepository:
         if not changes:
             raise InvalidRequest("nothing to update")
         async with self.store.transaction() as tx:
-            await self._update(tx, current.id, changes)
+            await update(tx, "providers", current.id, changes)
             await record(tx, actor, "provider.update", "provider", current.id, changes)
         return await self.get_provider(current.id)
-
-    async def _update(
-        self, tx: Executor, provider_id: str, changes: dict[str, Any], *, where: str = "", args: Sequence[Any] = ()
-    ) -> int:
-        # Column names come from the code, never from input; values are parameters.
-        values = {**changes, "updated_at": rows.stamp(rows.now())}
-        assignments = ", ".join(f"{column} = ?" for column in values)
-        return await self._write(
-            tx, f"UPDATE providers SET {assignments} WHERE id = ?{where}", (*values.values(), provider_id, *args)
-        )
 
     async def set_key(self, provider_id: str, api_key: str, *, actor: Actor = CLI) -> ProviderRecord:
         """Store the provider's API key, encrypted under the cipher's primary key."""
@@ -140,14 +122,14 @@ class ProviderRepository:
         token = self.cipher.encrypt(validation.secret("api_key", api_key), context(current.id))
         detail = {"api_key": True, "encryption_key_id": self.cipher.key_id}
         async with self.store.transaction() as tx:
-            await self._update(tx, current.id, {"api_key_enc": token.encode("ascii")})
+            await update(tx, "providers", current.id, {"api_key_enc": token.encode("ascii")})
             await record(tx, actor, "provider.set_key", "provider", current.id, detail)
         return await self.get_provider(current.id)
 
     async def clear_key(self, provider_id: str, *, actor: Actor = CLI) -> ProviderRecord:
         current = await self.get_provider(provider_id)
         async with self.store.transaction() as tx:
-            await self._update(tx, current.id, {"api_key_enc": None})
+            await update(tx, "providers", current.id, {"api_key_enc": None})
             await record(tx, actor, "provider.clear_key", "provider", current.id, {"api_key": None})
         return await self.get_provider(current.id)
 
@@ -174,8 +156,9 @@ class ProviderRepository:
             fresh = self.cipher.encrypt(clear, context(str(provider_id)))
             detail = {"api_key": True, "from_key_id": key_id_of(token), "encryption_key_id": self.cipher.key_id}
             async with self.store.transaction() as tx:
-                changed = await self._update(
+                changed = await update(
                     tx,
+                    "providers",
                     str(provider_id),
                     {"api_key_enc": fresh.encode("ascii")},
                     where=" AND api_key_enc = ?",

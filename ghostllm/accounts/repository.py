@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
 from datetime import datetime
 from enum import Enum
 from typing import Any
@@ -17,8 +16,9 @@ from ghostllm.accounts.keys import NewKey, digest, generate_key, looks_like_key,
 from ghostllm.accounts.passwords import hash_password
 from ghostllm.accounts.permissions import Permissions
 from ghostllm.accounts.records import ApiKey, KeyMatch, KeyState, Role, Team, User, UserPage
+from ghostllm.accounts.writes import update, write
 from ghostllm.errors import AlreadyExists, InvalidRequest, NotFound
-from ghostllm.store import ConstraintViolation, DuplicateError, Executor, Store
+from ghostllm.store import Store
 
 
 class Unset(Enum):
@@ -41,18 +41,6 @@ class AccountRepository:
     def __init__(self, store: Store, *, bcrypt_cost: int = 12) -> None:
         self.store = store
         self.bcrypt_cost = bcrypt_cost
-
-    async def _write(
-        self, tx: Executor, sql: str, params: Sequence[Any], *, duplicate: AlreadyExists | None = None
-    ) -> int:
-        try:
-            return await tx.execute(sql, params)
-        except DuplicateError:
-            if duplicate is None:
-                raise
-            raise duplicate from None
-        except ConstraintViolation as exc:
-            raise InvalidRequest(f"rejected by the store: {exc}") from None
 
     # Teams
 
@@ -77,7 +65,7 @@ class AccountRepository:
         }
         team_id = str(uuid.uuid4())
         async with self.store.transaction() as tx:
-            await self._write(
+            await write(
                 tx,
                 "INSERT INTO teams (id, name, description, budget_limit, rate_limit, tpm_limit, max_parallel)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -108,7 +96,7 @@ class AccountRepository:
         """Its members stay (without a team); its service keys go."""
         team = await self.get_team(ref)
         async with self.store.transaction() as tx:
-            await self._write(tx, "DELETE FROM teams WHERE id = ?", (team.id,))
+            await write(tx, "DELETE FROM teams WHERE id = ?", (team.id,))
             await record(tx, actor, "team.delete", "team", team.id, {"name": team.name})
         return team
 
@@ -136,7 +124,7 @@ class AccountRepository:
         user_id = str(uuid.uuid4())
         detail = {"email": email, **values, **({"password": True} if password is not None else {})}
         async with self.store.transaction() as tx:
-            await self._write(
+            await write(
                 tx,
                 "INSERT INTO users (id, email, username, role, team_id, budget_limit, password_hash)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -205,7 +193,7 @@ class AccountRepository:
         if not changes:
             raise InvalidRequest("nothing to update")
         async with self.store.transaction() as tx:
-            await self._update(tx, "users", user.id, changes, updated_at=True)
+            await update(tx, "users", user.id, changes)
             await record(tx, actor, "user.update", "user", user.id, changes)
         return await self.get_user(user.id)
 
@@ -213,19 +201,9 @@ class AccountRepository:
         """Their keys go with them."""
         user = await self.get_user(ref)
         async with self.store.transaction() as tx:
-            await self._write(tx, "DELETE FROM users WHERE id = ?", (user.id,))
+            await write(tx, "DELETE FROM users WHERE id = ?", (user.id,))
             await record(tx, actor, "user.delete", "user", user.id, {"email": user.email})
         return user
-
-    async def _update(
-        self, tx: Executor, table: str, record_id: str, changes: dict[str, Any], *, updated_at: bool
-    ) -> None:
-        # Column names come from the code above, never from input; values are parameters.
-        values = dict(changes)
-        if updated_at:
-            values["updated_at"] = rows.stamp(rows.now())
-        assignments = ", ".join(f"{column} = ?" for column in values)
-        await self._write(tx, f"UPDATE {table} SET {assignments} WHERE id = ?", (*values.values(), record_id))
 
     # API keys
 
@@ -264,7 +242,7 @@ class AccountRepository:
 
         detail = {"name": name, "prefix": prefix, "permissions": perms.to_json(), **values}
         async with self.store.transaction() as tx:
-            await self._write(
+            await write(
                 tx,
                 "INSERT INTO api_keys (id, name, key_prefix, key_hash, permissions, user_id, team_id, rate_limit,"
                 " tpm_limit, max_parallel, budget_limit, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -329,7 +307,7 @@ class AccountRepository:
 
         stored = {k: json.dumps(v) if k == "permissions" else v for k, v in changes.items()}
         async with self.store.transaction() as tx:
-            await self._update(tx, "api_keys", key.id, stored, updated_at=False)
+            await update(tx, "api_keys", key.id, stored, updated_at=False)
             await record(tx, actor, action, "api_key", key.id, {"prefix": key.prefix, **changes})
         return await self.get_key(key.id)
 

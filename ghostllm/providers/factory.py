@@ -3,14 +3,15 @@ and to validate configuration."""
 
 from __future__ import annotations
 
-from ghostllm.config import Config, ProviderConfig
+from ghostllm.config import Config, ProviderConfig, ServerConfig
 from ghostllm.errors import ConfigError
 from ghostllm.providers.base import Provider
 from ghostllm.providers.openai import OpenAITranslator
 from ghostllm.providers.translator import Translator
 
 TRANSLATORS: dict[str, type[Translator]] = {"openai": OpenAITranslator}
-DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+# The limit a default server config sets (config.ServerConfig.max_response_bytes is the one rule).
+DEFAULT_MAX_RESPONSE_BYTES = ServerConfig().max_response_bytes
 
 
 def check_provider_types(config: Config) -> None:
