@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import cpu, report
+from bench import auth, cpu, report
 from bench.large_bodies import large_bodies
 from bench.procs import PACED_MODEL, Stack, stack_config, start_stack
 from bench.report import ratio, section, table
@@ -326,6 +326,11 @@ def summary(results: dict[str, Any], cores: int) -> str:
     if st:
         items.append(("gateway CPU per relayed stream chunk", f"{st['gateway_cpu_per_chunk_us']:.0f} us", "<= 50 us"))
         items.append((f"added TTFT at {STREAMS} streams", f"{st['added_ttft_p50_ms']:.1f} ms", "<= 2 ms"))
+    au = results.get("auth")
+    if au:
+        items.append(
+            ("auth stages per request (cached key)", f"{au['authenticate_us'] + au['authorize_us']:.1f} us", "")
+        )
     su = results.get("startup")
     if su:
         items.append(("startup to first answer", f"{su['first_answer_s']:.1f} s", "<= 1.5 s"))
@@ -356,6 +361,7 @@ def run(args: argparse.Namespace) -> int:
             fast = stack_of.enter_context(dev_upstream(tmp))
             paced = stack_of.enter_context(dev_upstream(tmp, chunk_delay_ms=CHUNK_DELAY_MS))
             config = stack_config(fast.port, paced.port, tmp, args.workers)
+            key = auth.provision(config)
             try:
                 stack = start_stack(config, tmp)
             except (RuntimeError, TimeoutError) as exc:
@@ -375,6 +381,14 @@ def run(args: argparse.Namespace) -> int:
                     "4. startup  (spawn `ghostllm serve` -> first 200 chat completion through Envoy, 5 ms polling)",
                     ["measure", "seconds"],
                     [["first answer", stack.first_answer_s], ["'GhostLLM ready' printed", stack.ready_line_s]],
+                )
+            )
+            results["auth"] = cost = auth.stage_cost(config, key)
+            section(
+                table(
+                    "4b. auth stages  (in-process, uvloop, a cached gk- key; every request above pays them)",
+                    ["stage", "us per request"],
+                    [["authenticate", cost["authenticate_us"]], ["authorize", cost["authorize_us"]]],
                 )
             )
             parts: list[tuple[str, Callable[[], Any]]] = [

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from bench import cpu
+from bench import auth, cpu
 from bench.procs import CHAT_PATH, Stack
 from bench.report import section, table
 
@@ -26,7 +26,7 @@ SETTLE_S = 3.0
 def _post(port: int, body: bytes) -> int:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
     try:
-        conn.request("POST", CHAT_PATH, body=body, headers={"content-type": "application/json"})
+        conn.request("POST", CHAT_PATH, body=body, headers={"content-type": "application/json", **auth.headers()})
         resp = conn.getresponse()
         resp.read()
         return resp.status

@@ -2,6 +2,7 @@
 wrk.method = "POST"
 wrk.body = os.getenv("BENCH_BODY") or '{"model":"dev-echo","messages":[{"role":"user","content":"hi"}]}'
 wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer " .. (os.getenv("GHOSTLLM_BENCH_KEY") or "")
 
 -- BENCH_DELAY_MS paces each connection (ms between requests): latency below saturation.
 local pace = tonumber(os.getenv("BENCH_DELAY_MS") or "")

@@ -14,6 +14,7 @@ from typing import Any
 import psutil
 import yaml
 
+from bench import auth
 from ghostllm.config import default_workers
 
 # The same process helpers the tests use: one implementation of "start, wait, always stop".
@@ -51,7 +52,7 @@ def chat_ok(port: int, timeout: float = 2.0) -> bool:
     """One non-streaming chat completion on 127.0.0.1:port; True when it is a 200 with choices."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        conn.request("POST", CHAT_PATH, body=CHAT_BODY, headers={"content-type": "application/json"})
+        conn.request("POST", CHAT_PATH, body=CHAT_BODY, headers={"content-type": "application/json", **auth.headers()})
         resp = conn.getresponse()
         body = resp.read()
         return resp.status == 200 and b'"choices"' in body

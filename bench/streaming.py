@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 import uvloop
 
-from bench import cpu
+from bench import auth, cpu
 from bench.procs import CHAT_PATH, ROOT
 from tests.support.procs import stop
 
@@ -83,7 +83,7 @@ async def _client_loop(
     done: asyncio.Event,
     start_after: float,
 ) -> None:
-    headers = {"content-type": "application/json", "accept": "text/event-stream"}
+    headers = {"content-type": "application/json", "accept": "text/event-stream", **auth.headers()}
     # Streams of equal length started together would stay in lock-step and arrive
     # as one burst every stream; real clients come and go at independent times.
     await asyncio.sleep(start_after)

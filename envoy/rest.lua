@@ -15,8 +15,9 @@
 -- Before a REST request reaches the transcoder it is checked here: a path or
 -- query that is not UTF-8 once percent-decoded gets 400 (the transcoder would
 -- put the bytes into a proto string, which no worker can decode), and a known
--- path with the wrong method gets 405 with Allow. These replies are complete
--- OpenAI error bodies, which the local reply mappers pass through unchanged.
+-- path with the wrong method gets 405 with Allow (the methods it answers).
+-- These replies are complete OpenAI error bodies, which the local reply
+-- mappers pass through unchanged.
 
 local STATUS_FOR_GRPC = {
   ["1"] = 499, ["2"] = 500, ["3"] = 400, ["4"] = 504, ["5"] = 404, ["6"] = 409,
@@ -98,18 +99,50 @@ end
 local UNARY_PREFIX = "/_ghostllm/unary"
 local UNARY_BRIDGE = {["/v1/chat/completions"] = true, ["/v1/completions"] = true}
 
--- The one method each REST path answers (the google.api.http rules in protos/).
+-- The methods each REST path answers (the google.api.http rules in protos/).
 local POST_ONLY = {["/v1/chat/completions"] = true, ["/v1/completions"] = true, ["/v1/embeddings"] = true}
 local GET_ONLY = {["/v1/models"] = true, ["/health"] = true}
+-- The admin and account paths (admin.proto, auth.proto), several methods each
+-- (a Lua pattern per path; the first that matches applies).
+local ROUTES = {
+  {"^/admin/users$", "GET, POST"},
+  {"^/admin/users/[^/]+$", "GET, PATCH, DELETE"},
+  {"^/admin/teams$", "GET, POST"},
+  {"^/admin/teams/[^/]+$", "PATCH, DELETE"},
+  {"^/admin/keys$", "GET, POST"},
+  {"^/admin/keys/[^/]+$", "PATCH, DELETE"},
+  {"^/admin/providers$", "GET"},
+  {"^/admin/providers/[^/]+$", "PUT"},
+  {"^/admin/models$", "GET, POST"},
+  {"^/admin/models/[^/]+$", "PATCH, DELETE"},
+  {"^/admin/audit$", "GET"},
+  {"^/v1/auth/login$", "POST"},
+  {"^/v1/keys$", "GET"},
+}
 
-local function allowed_method(bare)
+-- The Allow value for the path ("GET", "GET, POST", ...), or nil for a path we do not serve.
+local function allowed_methods(bare)
   if POST_ONLY[bare] then
     return "POST"
   end
   if GET_ONLY[bare] or string.sub(bare, 1, 11) == "/v1/models/" then
     return "GET"
   end
+  for _, route in ipairs(ROUTES) do
+    if string.find(bare, route[1]) then
+      return route[2]
+    end
+  end
   return nil
+end
+
+local function allows(list, method)
+  for m in string.gmatch(list, "[A-Z]+") do
+    if m == method then
+      return true
+    end
+  end
+  return false
 end
 
 function envoy_on_request(handle)
@@ -131,9 +164,9 @@ function envoy_on_request(handle)
     return
   end
   local method = headers:get(":method")
-  local allowed = allowed_method(bare)
-  if allowed and method ~= allowed then
-    if method == "HEAD" and allowed == "GET" then
+  local allowed = allowed_methods(bare)
+  if allowed and not allows(allowed, method) then
+    if method == "HEAD" and allows(allowed, "GET") then
       -- HEAD is GET without the body, which Envoy leaves out of the answer.
       headers:replace(":method", "GET")
     else

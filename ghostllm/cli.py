@@ -8,7 +8,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from ghostllm import cli_accounts, cli_providers
+from ghostllm import cli_accounts, cli_models, cli_providers
 from ghostllm.config import Config, load_config
 from ghostllm.errors import ConfigError, GhostError, StoreError
 
@@ -65,7 +65,7 @@ def _worker(args: argparse.Namespace) -> int:
     from ghostllm.server.worker import run_worker
 
     discovered = orjson.loads(Path(args.discovered).read_bytes()) if args.discovered else None
-    run_worker(_config(args), args.port, discovered)
+    run_worker(_config(args), args.port, discovered, Path(args.ready_file) if args.ready_file else None)
     return 0
 
 
@@ -123,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(p)
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--discovered", help="JSON file of the models serve discovered, by provider")
+    p.add_argument("--ready-file", help="write the worker's pid here once it serves")
     p.set_defaults(func=_worker)
 
     p = sub.add_parser("dev-upstream", help="run the built-in development upstream (OpenAI wire format)")
@@ -145,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(common)
     cli_accounts.add_parsers(sub, common)
     cli_providers.add_parsers(sub, common)
+    cli_models.add_parsers(sub, common)
     return parser
 
 

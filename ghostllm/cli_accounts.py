@@ -20,10 +20,13 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-def _run(args: argparse.Namespace, body: Callable[[AccountRepository], Awaitable[T]]) -> T:
+def _run(args: argparse.Namespace, body: Callable[[AccountRepository], Awaitable[T]], *, announce: bool = False) -> T:
+    """`body` against the store; `announce`: it changed accounts, so tell running workers
+    over Redis when it is configured (else their key caches expire within seconds)."""
     import asyncio
 
     from ghostllm.accounts import AccountRepository
+    from ghostllm.cluster.changes import ACCOUNTS, ChangeFeed
     from ghostllm.config import load_config
     from ghostllm.store import make_store
     from ghostllm.store.startup import ensure_schema
@@ -34,7 +37,12 @@ def _run(args: argparse.Namespace, body: Callable[[AccountRepository], Awaitable
         async with make_store(config.store, max_size=2) as store:
             for m in await ensure_schema(store):
                 print(f"store: applied migration {m.version:04d}_{m.name}", file=sys.stderr)
-            return await body(AccountRepository(store, bcrypt_cost=config.accounts.bcrypt_cost))
+            result = await body(AccountRepository(store, bcrypt_cost=config.accounts.bcrypt_cost))
+        if announce and config.redis.url:
+            feed = ChangeFeed(config.redis)
+            await feed.publish(ACCOUNTS)
+            await feed.close()
+        return result
 
     return asyncio.run(run())
 
@@ -109,7 +117,7 @@ def _user_create(args: argparse.Namespace) -> int:
             budget_limit=args.budget_limit,
         )
 
-    user = _run(args, body)
+    user = _run(args, body, announce=True)
     say(args, user.to_dict(), f"created user {user.email} ({user.id}), role {user.role.value}")
     return 0
 
@@ -140,13 +148,13 @@ def _user_update(args: argparse.Namespace) -> int:
         changes["is_active"] = args.active
     changes["password"] = UNSET if password is None else password
 
-    user = _run(args, lambda repo: repo.update_user(args.user, **changes))
+    user = _run(args, lambda repo: repo.update_user(args.user, **changes), announce=True)
     say(args, user.to_dict(), f"updated user {user.email} ({user.id})")
     return 0
 
 
 def _user_delete(args: argparse.Namespace) -> int:
-    user = _run(args, lambda repo: repo.delete_user(args.user))
+    user = _run(args, lambda repo: repo.delete_user(args.user), announce=True)
     say(args, {"deleted": user.to_dict()}, f"deleted user {user.email} ({user.id}) and their keys")
     return 0
 
@@ -165,7 +173,7 @@ def _team_create(args: argparse.Namespace) -> int:
             max_parallel=args.max_parallel,
         )
 
-    team = _run(args, body)
+    team = _run(args, body, announce=True)
     say(args, team.to_dict(), f"created team {team.name} ({team.id})")
     return 0
 
@@ -180,7 +188,7 @@ def _team_list(args: argparse.Namespace) -> int:
 
 
 def _team_delete(args: argparse.Namespace) -> int:
-    team = _run(args, lambda repo: repo.delete_team(args.team))
+    team = _run(args, lambda repo: repo.delete_team(args.team), announce=True)
     say(
         args,
         {"deleted": team.to_dict()},
@@ -210,7 +218,7 @@ def _key_create(args: argparse.Namespace) -> int:
             expires_at=args.expires,
         )
 
-    new = _run(args, body)
+    new = _run(args, body, announce=True)
     if args.json:
         print_json({**new.key.to_dict(), "key": new.secret})
     else:
@@ -263,13 +271,13 @@ def _key_update(args: argparse.Namespace) -> int:
             changes["permissions"] = Permissions.from_names(endpoints, None if models is None else list(models))
         return await repo.update_key(args.key, **changes)
 
-    key = _run(args, body)
+    key = _run(args, body, announce=True)
     say(args, key.to_dict(), f"updated key {key.name!r} ({key.id})")
     return 0
 
 
 def _key_revoke(args: argparse.Namespace) -> int:
-    key = _run(args, lambda repo: repo.revoke_key(args.key))
+    key = _run(args, lambda repo: repo.revoke_key(args.key), announce=True)
     say(args, key.to_dict(), f"revoked key {key.name!r} ({key.id}, {key.prefix}...)")
     return 0
 

@@ -6,7 +6,9 @@ overridden with `GHOSTLLM_SERVER_<KEY>`, a nested section's with its path
 (`GHOSTLLM_SERVER_TLS_CERT_FILE`, `GHOSTLLM_SERVER_CORS_ALLOW_ORIGINS`), and every
 provider field with `GHOSTLLM_PROVIDER_<ID>_<KEY>` (ID upper-cased, `-` as `_`),
 the store's with `GHOSTLLM_STORE_<KEY>` (`DATABASE_URL` counts as `GHOSTLLM_STORE_URL`
-when that is unset), the accounts' with `GHOSTLLM_ACCOUNTS_<KEY>`, so a deployment can
+when that is unset), the accounts' with `GHOSTLLM_ACCOUNTS_<KEY>`, auth's with
+`GHOSTLLM_AUTH_<KEY>`, Redis's with `GHOSTLLM_REDIS_<KEY>` (`REDIS_URL` accepted), the catalogue's
+with `GHOSTLLM_CATALOGUE_<KEY>`, so a deployment can
 change ports or base URLs without editing the file. A list
 given in the environment is comma-separated; `id` and mappings (`headers`) are
 YAML only.
@@ -70,7 +72,8 @@ class TLSConfig:
 class CORSConfig:
     # Origins browsers may call from (exact, or "*"); empty means CORS is off.
     allow_origins: tuple[str, ...] = ()
-    allow_methods: tuple[str, ...] = ("GET", "POST", "OPTIONS")
+    # PATCH, PUT and DELETE: the admin API.
+    allow_methods: tuple[str, ...] = ("GET", "POST", "PATCH", "PUT", "DELETE", "OPTIONS")
     # Besides our own, what the openai JS SDK sends from a browser (its x-stainless-*
     # platform, retry, timeout and helper headers, user-agent, organization/project).
     allow_headers: tuple[str, ...] = (
@@ -163,6 +166,53 @@ class AccountsConfig:
     bcrypt_cost: int = 12
 
 
+@dataclass(frozen=True)
+class AuthConfig:
+    # Off only when said so: every start then logs a warning, and every caller is an admin.
+    enabled: bool = True
+    # Lifetime of a login token (POST /v1/auth/login).
+    token_ttl_s: int = 3600
+    # How long a worker trusts a cached key or user before asking the store again. Without
+    # Redis this is what bounds how late a revocation is seen; with Redis, changes are pushed
+    # and this only applies while the subscription is down.
+    key_cache_ttl_s: float = 2.0
+    # With Redis subscribed: the backstop TTL.
+    key_cache_ttl_pushed_s: float = 60.0
+    # How long a key check may wait for the store before the caller gets 503.
+    store_timeout_s: float = 2.0
+    # last_used_at is written in batches, at most this often per worker.
+    last_used_flush_s: float = 5.0
+
+    @property
+    def admin_key(self) -> str:
+        """GHOSTLLM_ADMIN_KEY: a master admin key (environment only)."""
+        return os.environ.get("GHOSTLLM_ADMIN_KEY", "")
+
+    @property
+    def jwt_secret(self) -> str:
+        """GHOSTLLM_JWT_SECRET (environment only); empty: a generated file in the data dir."""
+        return os.environ.get("GHOSTLLM_JWT_SECRET", "")
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    # redis://host:6379/0; empty: no Redis (in-process fallbacks). REDIS_URL is accepted too.
+    url: str = ""
+    # Namespaces every key and channel, so deployments can share one Redis.
+    prefix: str = "ghostllm:"
+
+
+@dataclass(frozen=True)
+class CatalogueConfig:
+    # How often each worker asks the store whether providers or models changed (one small
+    # query, never in the request path). Without Redis this bounds how late an admin change
+    # is seen (at most 5 s); with Redis, changes are pushed and this applies only while the
+    # subscription is down.
+    poll_s: float = 1.5
+    # With Redis subscribed: the backstop.
+    poll_pushed_s: float = 30.0
+
+
 def default_store_url(data_dir: str) -> str:
     return f"{SQLITE_PREFIX}{Path(data_dir) / 'ghostllm.db'}"
 
@@ -185,9 +235,15 @@ class ProviderConfig:
     # Start the built-in development upstream on base_url's port if nothing answers there.
     dev_upstream: bool = False
     headers: Mapping[str, str] = field(default_factory=dict)
+    # The key stored (encrypted) for this provider in the store, decrypted by the worker that
+    # loaded it. Never read from the YAML or the environment, never shown by repr (nor logged).
+    stored_api_key: str = field(default="", repr=False, metadata={"yaml": False})
 
     @property
     def api_key(self) -> str:
+        """The stored key when there is one (the database wins), else `api_key_env`'s value."""
+        if self.stored_api_key:
+            return self.stored_api_key
         return os.environ.get(self.api_key_env, "") if self.api_key_env else ""
 
 
@@ -212,6 +268,9 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     accounts: AccountsConfig = field(default_factory=AccountsConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    redis: RedisConfig = field(default_factory=RedisConfig)
+    catalogue: CatalogueConfig = field(default_factory=CatalogueConfig)
     providers: tuple[ProviderConfig, ...] = ()
     models: tuple[ModelConfig, ...] = ()
     # The file it was read from: set by the loader, not a YAML key.
@@ -333,6 +392,8 @@ def _apply_env(obj: Any, prefix: str, env: Mapping[str, str]) -> Any:
     hints = _hints(type(obj))
     changes: dict[str, Any] = {}
     for f in fields(obj):
+        if not f.metadata.get("yaml", True):
+            continue  # not configurable (a value the code fills in)
         key, hint = f"{prefix}{f.name.upper()}", hints[f.name]
         if dataclasses.is_dataclass(hint):
             current = getattr(obj, f.name)
@@ -355,6 +416,13 @@ def _store(store: StoreConfig, server: ServerConfig, env: Mapping[str, str]) -> 
     return store if store.url else replace(store, url=default_store_url(server.data_dir))
 
 
+def _redis(redis: RedisConfig, env: Mapping[str, str]) -> RedisConfig:
+    if "GHOSTLLM_REDIS_URL" not in env and env.get("REDIS_URL"):
+        redis = replace(redis, url=env["REDIS_URL"])
+    updated: RedisConfig = _apply_env(redis, "GHOSTLLM_REDIS_", env)
+    return updated
+
+
 def _validate(config: Config) -> None:
     """Rules beyond types: required values, references, duplicates, known names."""
     if not config.server.access_log:
@@ -368,6 +436,21 @@ def _validate(config: Config) -> None:
         raise ConfigError("store: expected 0 <= pool_min_size <= pool_max_size and pool_max_size >= 1")
     if not 4 <= config.accounts.bcrypt_cost <= 31:
         raise ConfigError("accounts.bcrypt_cost: expected 4 to 31")
+    auth = config.auth
+    if not 0 < auth.key_cache_ttl_s <= 5:
+        raise ConfigError(
+            "auth.key_cache_ttl_s: expected more than 0 and at most 5 (a revocation must be seen within 5 s)"
+        )
+    if auth.key_cache_ttl_pushed_s < auth.key_cache_ttl_s:
+        raise ConfigError("auth.key_cache_ttl_pushed_s: expected at least auth.key_cache_ttl_s")
+    if auth.token_ttl_s < 60 or auth.store_timeout_s <= 0 or auth.last_used_flush_s <= 0:
+        raise ConfigError("auth: expected token_ttl_s >= 60, store_timeout_s > 0 and last_used_flush_s > 0")
+    if config.redis.url and not config.redis.url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("redis.url: expected redis://host:port/db, rediss://... or unix://...")
+    if not 0 < config.catalogue.poll_s <= 4:
+        raise ConfigError("catalogue.poll_s: expected more than 0 and at most 4 (a change must be seen within 5 s)")
+    if config.catalogue.poll_pushed_s < config.catalogue.poll_s:
+        raise ConfigError("catalogue.poll_pushed_s: expected at least catalogue.poll_s")
     for i, p in enumerate(config.providers):
         if not p.id:
             raise ConfigError(f"providers[{i}]: id is required")
@@ -397,6 +480,9 @@ def parse_config(raw: Mapping[str, Any], *, env: Mapping[str, str] | None = None
         server=server,
         store=_store(config.store, server, env),
         accounts=_apply_env(config.accounts, "GHOSTLLM_ACCOUNTS_", env),
+        auth=_apply_env(config.auth, "GHOSTLLM_AUTH_", env),
+        redis=_redis(config.redis, env),
+        catalogue=_apply_env(config.catalogue, "GHOSTLLM_CATALOGUE_", env),
         providers=tuple(_apply_env(p, f"GHOSTLLM_PROVIDER_{_env_key(p.id)}_", env) for p in config.providers),
         source=source,
     )

@@ -8,6 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 from ghostllm.accounts.permissions import Permissions
+from ghostllm.config import ModelConfig
 
 
 class Role(StrEnum):
@@ -155,3 +156,77 @@ class ProviderRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "created_at": _iso(self.created_at), "updated_at": _iso(self.updated_at)}
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One audit_log row: who (user and/or key, from where) did what to what. The detail
+    names what changed and never holds a secret (see audit.py)."""
+
+    id: str
+    actor_user_id: str | None
+    actor_key_id: str | None
+    action: str
+    target_type: str
+    target_id: str
+    detail: dict[str, Any]
+    ip_address: str
+    created_at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "created_at": _iso(self.created_at)}
+
+
+@dataclass(frozen=True)
+class AuditPage:
+    entries: tuple[AuditEntry, ...]
+    page: int
+    limit: int
+    total: int
+
+    @property
+    def pages(self) -> int:
+        return (self.total + self.limit - 1) // self.limit
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """A model row: a catalogue entry managed at runtime, merged over the config's (the store wins)."""
+
+    id: str
+    # A provider in the store or in the YAML config (the catalogue leaves the model out while
+    # its provider exists nowhere, or is disabled).
+    provider_id: str
+    # The provider's name for it ("": the same as id).
+    upstream_model: str
+    context_length: int
+    # USD per 1,000,000 tokens.
+    input_price_per_1m: float
+    output_price_per_1m: float
+    # Capability names as in the config (chat, streaming, functions, vision, completions, embeddings).
+    capabilities: tuple[str, ...]
+    created_at: datetime
+    updated_at: datetime
+    # Shown as owned_by by /v1/models ("": the provider id).
+    owned_by: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.__dict__,
+            "capabilities": list(self.capabilities),
+            "created_at": _iso(self.created_at),
+            "updated_at": _iso(self.updated_at),
+        }
+
+    def to_config(self) -> ModelConfig:
+        """As the catalogue takes a model (routing/merge.py merges it over the config's)."""
+        return ModelConfig(
+            id=self.id,
+            provider=self.provider_id,
+            upstream_model=self.upstream_model,
+            context_length=self.context_length,
+            input_price_per_1m=self.input_price_per_1m,
+            output_price_per_1m=self.output_price_per_1m,
+            capabilities=self.capabilities,
+            owned_by=self.owned_by,
+        )

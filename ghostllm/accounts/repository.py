@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Collection
 from datetime import datetime
 from enum import Enum
 from typing import Any
@@ -13,12 +14,12 @@ from typing import Any
 from ghostllm.accounts import rows, validation
 from ghostllm.accounts.audit import CLI, Actor, record
 from ghostllm.accounts.keys import NewKey, digest, generate_key, looks_like_key, visible_prefix
-from ghostllm.accounts.passwords import hash_password
+from ghostllm.accounts.passwords import hash_password, verify_password
 from ghostllm.accounts.permissions import Permissions
-from ghostllm.accounts.records import ApiKey, KeyMatch, KeyState, Role, Team, User, UserPage
+from ghostllm.accounts.records import ApiKey, AuditPage, KeyMatch, KeyState, Role, Team, User, UserPage
 from ghostllm.accounts.writes import update, write
 from ghostllm.errors import AlreadyExists, InvalidRequest, NotFound
-from ghostllm.store import Store
+from ghostllm.store import DuplicateError, Store
 
 
 class Unset(Enum):
@@ -32,6 +33,13 @@ MAX_PAGE_SIZE = 100
 MAX_SEARCH = 100
 
 
+def _check_page(page: int, limit: int) -> None:
+    if isinstance(page, bool) or not isinstance(page, int) or page < 1:
+        raise InvalidRequest("page: expected a whole number >= 1", param="page", code="invalid_value")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE_SIZE:
+        raise InvalidRequest(f"limit: expected 1 to {MAX_PAGE_SIZE}", param="limit", code="invalid_value")
+
+
 def _like(term: str) -> str:
     escaped = term.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
@@ -41,6 +49,7 @@ class AccountRepository:
     def __init__(self, store: Store, *, bcrypt_cost: int = 12) -> None:
         self.store = store
         self.bcrypt_cost = bcrypt_cost
+        self._dummy_hash: str | None = None
 
     # Teams
 
@@ -91,6 +100,39 @@ class AccountRepository:
         return [
             rows.team(r) for r in await self.store.fetch_all(f"SELECT {rows.TEAM_COLUMNS} FROM teams ORDER BY name")
         ]
+
+    async def update_team(
+        self,
+        ref: str,
+        *,
+        name: str | Unset = UNSET,
+        description: str | Unset = UNSET,
+        budget_limit: float | Unset | None = UNSET,
+        rate_limit: int | Unset | None = UNSET,
+        tpm_limit: int | Unset | None = UNSET,
+        max_parallel: int | Unset | None = UNSET,
+        actor: Actor = CLI,
+    ) -> Team:
+        team = await self.get_team(ref)
+        changes: dict[str, Any] = {}
+        if name is not UNSET:
+            changes["name"] = validation.team_name(name)
+        if description is not UNSET:
+            changes["description"] = validation.text("description", description, max_length=validation.MAX_DESCRIPTION)
+        if budget_limit is not UNSET:
+            changes["budget_limit"] = validation.money("budget_limit", budget_limit)
+        for field, value in (("rate_limit", rate_limit), ("tpm_limit", tpm_limit), ("max_parallel", max_parallel)):
+            if value is not UNSET:
+                changes[field] = validation.limit(field, value)
+        if not changes:
+            raise InvalidRequest("nothing to update")
+        try:
+            async with self.store.transaction() as tx:
+                await update(tx, "teams", team.id, changes)
+                await record(tx, actor, "team.update", "team", team.id, changes)
+        except DuplicateError:
+            raise AlreadyExists(f"a team named {changes['name']!r} already exists", param="name") from None
+        return await self.get_team(team.id)
 
     async def delete_team(self, ref: str, *, actor: Actor = CLI) -> Team:
         """Its members stay (without a team); its service keys go."""
@@ -146,10 +188,7 @@ class AccountRepository:
         return rows.user(found[0])
 
     async def list_users(self, *, page: int = 1, limit: int = 20, search: str | None = None) -> UserPage:
-        if isinstance(page, bool) or not isinstance(page, int) or page < 1:
-            raise InvalidRequest("page: expected a whole number >= 1", param="page", code="invalid_value")
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE_SIZE:
-            raise InvalidRequest(f"limit: expected 1 to {MAX_PAGE_SIZE}", param="limit", code="invalid_value")
+        _check_page(page, limit)
         where, params = "", []
         if search:
             validation.text("search", search, max_length=MAX_SEARCH)
@@ -320,9 +359,10 @@ class AccountRepository:
         key has that value (a malformed one never reaches the store)."""
         if not isinstance(secret, str) or not looks_like_key(secret):
             return None
-        found = await self.store.fetch_all(
-            f"SELECT {rows.KEY_COLUMNS} FROM api_keys WHERE key_hash = ?", (digest(secret),)
-        )
+        return await self.find_key_by_digest(digest(secret), at=at)
+
+    async def find_key_by_digest(self, key_hash: str, *, at: datetime | None = None) -> KeyMatch | None:
+        found = await self.store.fetch_all(f"SELECT {rows.KEY_COLUMNS} FROM api_keys WHERE key_hash = ?", (key_hash,))
         if not found:
             return None
         key = rows.api_key(found[0])
@@ -333,3 +373,55 @@ class AccountRepository:
         if state is KeyState.ACTIVE and user is not None and not user.is_active:
             state = KeyState.OWNER_INACTIVE
         return KeyMatch(key, user, team, state)
+
+    async def find_user(self, user_id: str) -> User | None:
+        """By id; None when there is none (a deleted user's token)."""
+        if not validation.is_id(user_id):
+            return None
+        found = await self.store.fetch_all(f"SELECT {rows.USER_COLUMNS} FROM users WHERE id = ?", (user_id,))
+        return rows.user(found[0]) if found else None
+
+    async def check_login(self, email: str, password: str) -> User | None:
+        """The active user with this email and password; None otherwise (the same None,
+        whichever part was wrong). bcrypt runs even for an unknown email, so timing
+        does not tell which emails exist."""
+        found = []
+        if isinstance(email, str) and 0 < len(email) <= validation.MAX_EMAIL:
+            found = await self.store.fetch_all(
+                f"SELECT {rows.USER_COLUMNS}, password_hash FROM users WHERE email = ?", (email.strip().lower(),)
+            )
+        if self._dummy_hash is None:
+            # Checked against when no user matches, at the same cost as a real one.
+            self._dummy_hash = await hash_password("no such user here", self.bcrypt_cost)
+        hashed = found[0][-1] if found and found[0][-1] else self._dummy_hash
+        ok = isinstance(password, str) and await verify_password(password, hashed)
+        if not found or not ok:
+            return None
+        user = rows.user(found[0][:-1])
+        return user if user.is_active else None
+
+    # The audit log
+
+    async def list_audit(self, *, page: int = 1, limit: int = 20) -> AuditPage:
+        """Newest first."""
+        _check_page(page, limit)
+        total = (await self.store.fetch_all("SELECT COUNT(*) FROM audit_log"))[0][0]
+        found = await self.store.fetch_all(
+            f"SELECT {rows.AUDIT_COLUMNS} FROM audit_log ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
+            (limit, (page - 1) * limit),
+        )
+        return AuditPage(tuple(rows.audit_entry(r) for r in found), page, limit, int(total))
+
+    async def count_users(self) -> int:
+        return int((await self.store.fetch_all("SELECT COUNT(*) FROM users"))[0][0])
+
+    async def touch_keys(self, key_ids: Collection[str], at: datetime) -> None:
+        """last_used_at for keys used since the last call: one statement for all of them
+        (written in batches off the request path, so never audited)."""
+        ids = list(key_ids)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            await self.store.execute(
+                f"UPDATE api_keys SET last_used_at = ? WHERE id IN ({marks})", (rows.stamp(at), *chunk)
+            )

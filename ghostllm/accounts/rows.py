@@ -11,7 +11,7 @@ from typing import Any
 
 from ghostllm.accounts.cipher import key_id_of
 from ghostllm.accounts.permissions import Permissions
-from ghostllm.accounts.records import ApiKey, ProviderRecord, Role, Team, User
+from ghostllm.accounts.records import ApiKey, AuditEntry, ModelRecord, ProviderRecord, Role, Team, User
 
 TEAM_COLUMNS = (
     "id, name, description, budget_limit, current_spend, rate_limit, tpm_limit, max_parallel, created_at, updated_at"
@@ -25,8 +25,15 @@ KEY_COLUMNS = (
     "budget_limit, current_spend, expires_at, last_used_at, is_active, created_at"
 )
 
+AUDIT_COLUMNS = "id, actor_user_id, actor_key_id, action, target_type, target_id, detail, ip_address, created_at"
+
 # The encrypted key is read only to say whether one is stored and under which key id.
 PROVIDER_COLUMNS = "id, name, provider_type, base_url, enabled, config, api_key_enc, created_at, updated_at"
+# input_price and output_price are USD per 1,000,000 tokens.
+MODEL_COLUMNS = (
+    "id, provider_id, upstream_model, context_length, input_price, output_price, capabilities, owned_by, "
+    "created_at, updated_at"
+)
 
 
 def now() -> datetime:
@@ -154,4 +161,46 @@ def provider(row: tuple[Any, ...]) -> ProviderRecord:
         key_encryption_id=None if token is None else key_id_of(token),
         created_at=_required_time(created),
         updated_at=_required_time(updated),
+    )
+
+
+def audit_entry(row: tuple[Any, ...]) -> AuditEntry:
+    id_, actor_user, actor_key, action, target_type, target_id, detail, ip_address, created = row
+    data = json.loads(detail) if isinstance(detail, str | bytes) else detail
+    return AuditEntry(
+        id=str(id_),
+        actor_user_id=_id(actor_user),
+        actor_key_id=_id(actor_key),
+        action=str(action),
+        target_type=str(target_type),
+        target_id=str(target_id),
+        detail=dict(data or {}),
+        ip_address=str(ip_address),
+        created_at=_required_time(created),
+    )
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    """A JSON list cell (JSONB: a list; TEXT: its JSON) as names; anything else reads as none,
+    so a hand-edited row cannot break a listing (the catalogue leaves such a model out)."""
+    try:
+        data = json.loads(value) if isinstance(value, str | bytes) else value
+    except ValueError:
+        return ()
+    return tuple(str(v) for v in data if isinstance(v, str)) if isinstance(data, list) else ()
+
+
+def model(row: tuple[Any, ...]) -> ModelRecord:
+    id_, provider_id, upstream, context, input_price, output_price, capabilities, owned_by, created, updated = row
+    return ModelRecord(
+        id=str(id_),
+        provider_id=str(provider_id),
+        upstream_model=str(upstream),
+        context_length=_int(context) or 0,
+        input_price_per_1m=_money(input_price) or 0.0,
+        output_price_per_1m=_money(output_price) or 0.0,
+        capabilities=_names(capabilities),
+        created_at=_required_time(created),
+        updated_at=_required_time(updated),
+        owned_by=str(owned_by),
     )

@@ -54,8 +54,14 @@ class ModelService(models_pb2_grpc.ModelServiceServicer):
         async with self.pipeline.exchange(rc, Endpoint.MODELS, dict, stream=False) as ex:
             await ex.admit()
             created = self.catalogue.created
+            allowed = ex.principal.permissions if ex.principal is not None else None
             return models_pb2.ListModelsResponse(
-                object="list", data=[model_to_proto(m, created) for m in self.catalogue.models]
+                object="list",
+                data=[
+                    model_to_proto(m, created)
+                    for m in self.catalogue.models
+                    if allowed is None or allowed.allows_model(m.id)
+                ],
             )
 
     @unary

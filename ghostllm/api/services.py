@@ -7,7 +7,7 @@ Envoy's transcoder maps REST paths onto (server/envoy.py).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +16,9 @@ from google.api import httpbody_pb2
 from google.protobuf.descriptor import FileDescriptor, ServiceDescriptor
 from google.protobuf.message_factory import GetMessageClass
 
+from ghostllm.accounts.repository import AccountRepository
+from ghostllm.api.admin import AdminService
+from ghostllm.api.auth import AuthService
 from ghostllm.api.boundary import undecodable_safe
 from ghostllm.api.chat import ChatService
 from ghostllm.api.completions import CompletionService
@@ -24,10 +27,14 @@ from ghostllm.api.gateway import GatewayService
 from ghostllm.api.models import ModelService
 from ghostllm.api.rawbody import decode_http_body
 from ghostllm.api.rest import RestBridge
+from ghostllm.auth.tokens import TokenSigner
+from ghostllm.config import Config
 from ghostllm.gateway.pipeline import Pipeline
 from ghostllm.routing.catalogue import Catalogue
 from ghostllm.routing.health import ProviderHealth
 from ghostllm.v1 import (
+    admin_pb2,
+    auth_pb2,
     chat_pb2,
     completions_pb2,
     embeddings_pb2,
@@ -46,6 +53,14 @@ class Deps:
     pipeline: Pipeline
     catalogue: Catalogue
     health: ProviderHealth
+    accounts: AccountRepository
+    signer: TokenSigner
+    # Call after a change the admin API made ("accounts" or "catalogue", cluster/changes.py):
+    # this worker drops what it cached at once; the others hear of it over Redis, or their
+    # caches expire (without Redis).
+    changed: Callable[[str], Awaitable[None]]
+    # For what the admin API needs from it (where the key that encrypts provider keys is).
+    config: Config
 
 
 @dataclass(frozen=True)
@@ -94,6 +109,18 @@ SERVICES: tuple[Service, ...] = (
     Service(
         _service(gateway_pb2.DESCRIPTOR, "GatewayService"),
         lambda d: GatewayService(d.catalogue, d.health),
+        public=True,
+        rest=True,
+    ),
+    Service(
+        _service(admin_pb2.DESCRIPTOR, "AdminService"),
+        lambda d: AdminService(d.pipeline, d.accounts, d.catalogue, d.health, d.config, d.changed),
+        public=True,
+        rest=True,
+    ),
+    Service(
+        _service(auth_pb2.DESCRIPTOR, "AuthService"),
+        lambda d: AuthService(d.pipeline, d.accounts, d.signer),
         public=True,
         rest=True,
     ),

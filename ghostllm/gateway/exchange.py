@@ -18,6 +18,7 @@ from contextlib import aclosing
 from types import TracebackType
 from typing import Any
 
+from ghostllm.auth.principal import Principal
 from ghostllm.errors import GhostError
 from ghostllm.gateway.context import RequestContext
 from ghostllm.protocol.common import wants_stream, wants_usage
@@ -64,6 +65,7 @@ class Exchange:
         "first_output_at",
         "include_usage",
         "model",
+        "principal",
         "relayed_chars",
         "settle",
         "settled",
@@ -89,6 +91,8 @@ class Exchange:
         # None: the body's `stream` decides (REST); the typed RPCs fix it.
         self.stream = stream
         self.body: Json | None = None
+        # Who is calling: set by the authenticate stage (None for an open endpoint).
+        self.principal: Principal | None = None
         self.include_usage = False
         self.model: Model | None = None
         self.deployment: Deployment | None = None

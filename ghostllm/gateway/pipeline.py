@@ -2,8 +2,8 @@
 exchange), and settle, which hands one usage record per request to every sink.
 
 Stages are async callables on the exchange, run in order by `Exchange.admit`;
-today: decode the body, resolve the model. Authentication, permissions, rate
-limits and budgets are stages of this list too. Sinks are plain callables
+today: authenticate, decode the body, authorize, resolve the model; rate
+limits and budgets join this list. Sinks are plain callables
 taking a UsageRecord: the access log today; the ledger, limits and metrics later.
 """
 
@@ -92,6 +92,7 @@ class Pipeline:
                 estimated = True
         ctx = ex.ctx
         d = ex.deployment
+        who = ex.principal
         record = UsageRecord(
             request_id=ctx.request_id[:MAX_FIELD_CHARS],
             started_at=ctx.started_at,
@@ -113,6 +114,9 @@ class Pipeline:
             client_ip=ctx.client_ip[:MAX_FIELD_CHARS],
             user_agent=ctx.user_agent[:MAX_FIELD_CHARS],
             request_bytes=ctx.request_bytes,
+            api_key_id=who.key_id if who is not None else None,
+            user_id=who.user_id if who is not None else None,
+            team_id=who.team_id if who is not None else None,
         )
         for sink in self.sinks:
             try:

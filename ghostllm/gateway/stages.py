@@ -1,8 +1,11 @@
-"""Today's admit stages. Each takes the exchange and either fills it in or raises the
-error the client gets; the worker lists them in order (see server/worker.py)."""
+"""The admit stages. Each takes the exchange and either fills it in or raises the
+error the client gets; the worker lists them in order (see server/worker.py):
+authenticate, decode, authorize, resolve the model."""
 
 from __future__ import annotations
 
+from ghostllm.auth.authenticator import Authenticator
+from ghostllm.errors import PermissionDenied
 from ghostllm.gateway.exchange import Exchange
 from ghostllm.protocol.endpoints import Endpoint
 from ghostllm.routing.catalogue import Catalogue
@@ -13,6 +16,46 @@ async def decode_body(ex: Exchange) -> None:
     ex.decode()
 
 
+class Authenticate:
+    """Who is calling (401 when nobody we know); before the body is even parsed."""
+
+    def __init__(self, authenticator: Authenticator) -> None:
+        self.authenticator = authenticator
+
+    async def __call__(self, ex: Exchange) -> None:
+        if ex.endpoint.is_open:
+            return
+        ex.principal = await self.authenticator.authenticate(ex.ctx.authorization)
+
+
+def _denied(what: str) -> PermissionDenied:
+    return PermissionDenied(f"You are not allowed to {what}.")
+
+
+async def authorize(ex: Exchange) -> None:
+    """May the principal call this endpoint, with this model? Before the model is
+    resolved, so a key learns nothing about models it may not use (403 either way)."""
+    p = ex.principal
+    endpoint = ex.endpoint
+    if endpoint.is_open:
+        return
+    if p is None:
+        raise RuntimeError("authorize runs after authenticate")
+    if endpoint is Endpoint.ADMIN_READ:
+        if not p.can_read_admin:
+            raise _denied("read the admin API (it needs the admin or viewer role)")
+    elif endpoint is Endpoint.ADMIN_WRITE:
+        if not p.is_admin:
+            raise _denied("change anything through the admin API (it needs the admin role)")
+    elif endpoint is Endpoint.OWN_KEYS:
+        if p.user_id is None and not p.is_admin:
+            raise _denied("list keys: this key belongs to no user")
+    elif not p.permissions.allows(endpoint):
+        raise _denied(f"use the {endpoint.value} endpoint with this key")
+    elif endpoint.names_model and "model" in (ex.body or {}) and not p.permissions.allows_model(ex.requested_model):
+        raise PermissionDenied(f"This key is not allowed to use the model '{ex.requested_model[:200]}'.", param="model")
+
+
 class ResolveModel:
     """The public model in the catalogue, which must offer the endpoint's capability."""
 
@@ -20,7 +63,7 @@ class ResolveModel:
         self.catalogue = catalogue
 
     async def __call__(self, ex: Exchange) -> None:
-        if ex.endpoint is Endpoint.MODELS and "model" not in (ex.body or {}):
-            return  # the listing: no one model
+        if not ex.endpoint.names_model or (ex.endpoint is Endpoint.MODELS and "model" not in (ex.body or {})):
+            return  # the listing, or an endpoint without a model
         ex.model = self.catalogue.resolve(ex.requested_model, ex.endpoint.capability)
         ex.deployment = ex.model.deployment

@@ -10,7 +10,7 @@ class UsageRecord:
     request_id: str
     # Unix time the request arrived.
     started_at: float
-    # chat.completions, completions or embeddings.
+    # chat.completions, completions, embeddings, models, admin.read, ... (Endpoint values).
     endpoint: str
     # The public model id the client asked for (as sent, when it resolved to none).
     model: str
@@ -34,3 +34,7 @@ class UsageRecord:
     user_agent: str
     # The REST body's size as received (0 for typed gRPC calls).
     request_bytes: int
+    # Who called (None: not known, e.g. a request refused before authentication finished).
+    api_key_id: str | None = None
+    user_id: str | None = None
+    team_id: str | None = None

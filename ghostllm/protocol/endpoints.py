@@ -15,11 +15,28 @@ class Endpoint(Enum):
     EMBEDDINGS = "embeddings"
     # The catalogue itself (list, or one model): admitted like the others, no upstream call.
     MODELS = "models"
+    # The admin API: reading needs an admin or viewer, writing an admin.
+    ADMIN_READ = "admin.read"
+    ADMIN_WRITE = "admin.write"
+    # A caller's own API keys (GET /v1/keys): any user.
+    OWN_KEYS = "keys"
+    # POST /v1/auth/login: open (the password is the credential).
+    LOGIN = "auth.login"
 
     @property
     def capability(self) -> Capability | None:
         """The catalogue capability a model needs to serve this endpoint (None: any model)."""
         return _CAPABILITY.get(self)
+
+    @property
+    def is_open(self) -> bool:
+        """Served without a credential."""
+        return self is Endpoint.LOGIN
+
+    @property
+    def names_model(self) -> bool:
+        """Its requests name a model (the catalogue's listing does not; GetModel does)."""
+        return self in _CAPABILITY or self is Endpoint.MODELS
 
 
 _CAPABILITY = {

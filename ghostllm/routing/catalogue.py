@@ -1,10 +1,14 @@
 """The model catalogue: public model ids (what clients send) and the deployment serving each.
 
 A deployment is a provider plus the name its upstream knows the model by (the
-routing issue gives a model several). Models come from the config, plus what
-providers with `discover_models` list; discovery runs once, in the
-supervisor, and every worker loads the same result, so all of them answer
-/v1/models the same (also in the same order, with the same `created`).
+routing issue gives a model several). Models come from the config merged with the
+store's (routing/merge.py), plus what providers with `discover_models` list; discovery
+runs once, in the supervisor, and every worker loads the same result, so all of them
+answer /v1/models the same (also in the same order, with the same `created`).
+
+A worker keeps one Catalogue object for its whole life (the pipeline's ResolveModel and
+the model and health services hold it); a reload builds a new one and `replace`s the old
+one's tables with it, so every holder sees the new catalogue at once.
 """
 
 from __future__ import annotations
@@ -72,6 +76,11 @@ class Catalogue:
         self._models[m.id] = Model(
             m, frozenset(Capability(c) for c in m.capabilities), Deployment(provider, m.upstream)
         )
+
+    def replace(self, other: Catalogue) -> None:
+        """Take `other`'s entries: one assignment, so no caller ever sees half of each. A
+        request already resolved keeps the Model (and provider) it resolved to."""
+        self._models, self.created = other._models, other.created
 
     @property
     def models(self) -> list[Model]:

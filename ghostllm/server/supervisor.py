@@ -24,12 +24,16 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import orjson
 
 from ghostllm.config import Config
 from ghostllm.server.envoy import envoy_command, write_envoy_config
+
+if TYPE_CHECKING:
+    from ghostllm.auth.bootstrap import Bootstrap
 
 log = logging.getLogger("ghostllm.serve")
 
@@ -105,6 +109,7 @@ class Supervisor:
     dev_upstreams: list[Child] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     run_dir: Path | None = None
+    bootstrap: Bootstrap | None = None
     _stop_requested: bool = False
 
     def _check_upstreams(self) -> None:
@@ -133,11 +138,18 @@ class Supervisor:
 
     def start(self) -> Path:
         # Imported here: discovery needs the provider stack, which `serve` needs for nothing else.
+        from ghostllm.auth.bootstrap import ensure_admin_sync
+        from ghostllm.auth.tokens import load_secret
         from ghostllm.routing.catalogue import discover_configured
         from ghostllm.store.startup import prepare_store_sync
 
         # Before anything starts: SQLite is migrated, a PostgreSQL schema that is not the code's refuses.
         self.notes.append(prepare_store_sync(self.config))
+        self.bootstrap = ensure_admin_sync(self.config)
+        # Made here once, so workers never race to create it.
+        load_secret(self.config.auth.jwt_secret, self.config.server.data_dir)
+        if not self.config.auth.enabled:
+            log.warning("AUTHENTICATION IS OFF (auth.enabled: false): anyone who reaches the gateway is an admin")
         s = self.config.server
         run_dir = self.run_dir = Path(s.run_dir or tempfile.mkdtemp(prefix="ghostllm-"))
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -151,7 +163,10 @@ class Supervisor:
         discovered = run_dir / "discovered.json"
         discovered.write_bytes(orjson.dumps(discover_configured(self.config)))
         for port in ports:
+            ready = run_dir / f"worker-{port}.ready"
+            ready.unlink(missing_ok=True)
             cmd = [sys.executable, "-m", "ghostllm", "worker", "--port", str(port), "--discovered", str(discovered)]
+            cmd += ["--ready-file", str(ready)]
             if self.config_path:
                 cmd += ["--config", self.config_path]
             child = Child(f"worker:{port}", cmd, port=port)
@@ -176,10 +191,19 @@ class Supervisor:
                     envoy_ok = resp.status == 200
             except (urllib.error.URLError, OSError):
                 envoy_ok = False
-            if envoy_ok and all(port_open("127.0.0.1", w.port) for w in self.workers):
+            if envoy_ok and all(self._serving(w) for w in self.workers):
                 return True
             time.sleep(0.05)
         return False
+
+    def _serving(self, w: Child) -> bool:
+        """The worker wrote its pid to its ready file (an open port might be another process's)."""
+        if w.proc is None or self.run_dir is None:
+            return False
+        try:
+            return (self.run_dir / f"worker-{w.port}.ready").read_text() == str(w.proc.pid)
+        except OSError:
+            return False
 
     def request_stop(self, *_: object) -> None:
         self._stop_requested = True
@@ -229,23 +253,39 @@ class Supervisor:
                 _stop(d.proc, signal.SIGTERM, 5)
 
 
-def describe(config: Config, notes: list[str]) -> str:
+def describe(config: Config, notes: list[str], boot: Bootstrap | None = None) -> str:
     s = config.server
     scheme = "https" if s.tls.enabled else "http"
     host = "localhost" if s.host in ("0.0.0.0", "::") else s.host
     model = config.models[0].id if config.models else "MODEL"
+    base = f"{scheme}://{host}:{s.rest_port}/v1"
+    auth: list[str] = []
+    if not config.auth.enabled:
+        key_expr, key_py = "none", '"none"'
+        auth.append("  WARNING: authentication is OFF (auth.enabled: false); anyone who reaches it is an admin")
+    elif boot is not None and boot.created_key:
+        key_expr, key_py = boot.created_key, f'"{boot.created_key}"'
+        auth.append(f"  admin key (shown once; also in {boot.key_file}, mode 0600): {boot.created_key}")
+    elif boot is not None and boot.key_file.exists():
+        key_expr, key_py = f"$(cat {boot.key_file})", f'open("{boot.key_file}").read().strip()'
+        auth.append(f"  admin key: in {boot.key_file}")
+    else:
+        key_expr, key_py = "$GHOSTLLM_API_KEY", 'os.environ["GHOSTLLM_API_KEY"]'
+        auth.append("  API keys: ghostllm key create --user EMAIL --name NAME")
     lines = [
         f"GhostLLM ready: {s.worker_count} worker(s) behind Envoy",
-        f"  REST (OpenAI-compatible): {scheme}://{host}:{s.rest_port}/v1",
+        f"  REST (OpenAI-compatible): {base}",
         f"  gRPC:                     {host}:{s.grpc_port}",
         f"  Envoy admin (loopback):   http://127.0.0.1:{s.admin_port}",
+        *auth,
         *(f"  {n}" for n in notes),
         "Try:",
-        f"  curl -s {scheme}://{host}:{s.rest_port}/v1/chat/completions -H 'content-type: application/json' \\",
+        f'  curl -s {base}/chat/completions -H "authorization: Bearer {key_expr}" \\',
+        "    -H 'content-type: application/json' \\",
         f'    -d \'{{"model":"{model}","messages":[{{"role":"user","content":"Hello"}}]}}\'',
-        "  python -c 'from openai import OpenAI; c = OpenAI(base_url=\""
-        + f"{scheme}://{host}:{s.rest_port}/v1"
-        + '", api_key="x"); print(c.chat.completions.create(model="'
+        "  python -c 'import os; from openai import OpenAI; c = OpenAI(base_url=\""
+        + base
+        + f'", api_key={key_py}); print(c.chat.completions.create(model="'
         + model
         + '", messages=[{"role": "user", "content": "Hello"}]).choices[0].message.content)\'',
     ]
@@ -265,7 +305,7 @@ def serve(config: Config, config_path: str) -> int:
             tail = out.read_text(errors="replace").strip().splitlines()[-3:] if out.exists() else []
             log.error("GhostLLM did not become ready; Envoy said:\n  %s\n(full log: %s)", "\n  ".join(tail), out)
             return code
-        print(describe(config, sup.notes), flush=True)
+        print(describe(config, sup.notes, sup.bootstrap), flush=True)
         log.info("ready in %.2fs (run directory %s)", time.monotonic() - started, run_dir)
         code = sup.supervise()
         return code

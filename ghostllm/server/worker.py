@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import grpc
 import uvloop
@@ -21,15 +23,23 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 from grpc_reflection.v1alpha._async import ReflectionServicer
 
+from ghostllm.accounts.repository import AccountRepository
 from ghostllm.api.services import PUBLIC_NAMES, Deps, register
-from ghostllm.config import Config
+from ghostllm.auth.authenticator import Authenticator
+from ghostllm.auth.last_used import LastUsed
+from ghostllm.auth.tokens import TokenSigner, load_secret
+from ghostllm.cluster.changes import ACCOUNTS, CATALOGUE, ChangeFeed
+from ghostllm.config import Config, ProviderConfig
 from ghostllm.gateway.access_log import AccessLog
+from ghostllm.gateway.exchange import Stage
 from ghostllm.gateway.pipeline import Pipeline, Sink
-from ghostllm.gateway.stages import ResolveModel, decode_body
+from ghostllm.gateway.stages import Authenticate, ResolveModel, authorize, decode_body
+from ghostllm.providers.base import Provider
 from ghostllm.providers.factory import make_provider, stream_silence_s, stream_total_s
-from ghostllm.routing.catalogue import Catalogue
-from ghostllm.routing.health import ProviderHealth
+from ghostllm.routing.live import LiveCatalogue, retire_delay
+from ghostllm.server.catalogue_sync import CatalogueSync
 from ghostllm.server.memory import ReleaseMemory
+from ghostllm.store import make_store
 
 log = logging.getLogger(__name__)
 
@@ -80,35 +90,97 @@ def add_reflection(server: aio.Server) -> None:
 
 class Worker:
     def __init__(
-        self, config: Config, port: int, host: str = "127.0.0.1", discovered: Mapping[str, Sequence[str]] | None = None
+        self,
+        config: Config,
+        port: int,
+        host: str = "127.0.0.1",
+        discovered: Mapping[str, Sequence[str]] | None = None,
+        ready_file: Path | None = None,
     ) -> None:
         self.config = config
+        self.ready_file = ready_file
         self.address = f"{host}:{port}"
         limit, total = config.server.max_response_bytes, stream_total_s(config)
-        self.providers = {p.id: make_provider(p, limit, total, stream_silence_s(config, p)) for p in config.providers}
-        self.catalogue = Catalogue(config, self.providers, discovered or {})
+
+        def build(p: ProviderConfig) -> Provider:
+            return make_provider(p, limit, total, stream_silence_s(config, p))
+
+        # The config's providers and models now; the store's merged in by catalogue_sync, in place.
+        self.live = LiveCatalogue(config, build, discovered, retire_after_s=retire_delay(config))
+        self.providers, self.catalogue = self.live.providers, self.live.catalogue
         self.sinks: list[Sink] = [ReleaseMemory()]
         if config.server.access_log != "off":
             self.access_log: AccessLog | None = AccessLog(config.server.access_log)
             self.sinks.append(self.access_log)
         else:
             self.access_log = None
-        self.pipeline = Pipeline([decode_body, ResolveModel(self.catalogue)], self.sinks)
+        self.store = make_store(config.store)
+        self.accounts = AccountRepository(self.store, bcrypt_cost=config.accounts.bcrypt_cost)
+        auth = config.auth
+        self.signer = TokenSigner(load_secret(auth.jwt_secret, config.server.data_dir), auth.token_ttl_s)
+        self.last_used = LastUsed(self.accounts, auth.last_used_flush_s)
+        self.authenticator = Authenticator(self.accounts, auth, self.signer, self.last_used)
+        self.catalogue_sync = CatalogueSync(config, self.store, self.live)
+        self.feed = ChangeFeed(config.redis) if config.redis.url else None
+        if self.feed is not None:
+            self.feed.on(ACCOUNTS, self.authenticator.clear)
+            self.feed.on_state(self._feed_state)
+            self.feed.on(CATALOGUE, self.catalogue_sync.trigger)
+            self.feed.on_state(self.catalogue_sync.feed_state)
+        stages: list[Stage] = [Authenticate(self.authenticator), decode_body, authorize, ResolveModel(self.catalogue)]
+        self.pipeline = Pipeline(stages, self.sinks)
+
+    def _feed_state(self, up: bool) -> None:
+        # Subscribed: changes are pushed, so the cache may be trusted longer; it may have
+        # missed some while it was down, so it starts over. Unsubscribed: the short TTL.
+        auth = self.config.auth
+        self.authenticator.set_ttl(auth.key_cache_ttl_pushed_s if up else auth.key_cache_ttl_s)
+        if up:
+            self.authenticator.clear()
+
+    async def changed(self, kind: str) -> None:
+        """This worker made a change: its own caches go now, the others' by the feed (or their TTL)."""
+        if kind == ACCOUNTS:
+            self.authenticator.clear()
+        if kind == CATALOGUE:
+            self.catalogue_sync.trigger()
+        if self.feed is not None:
+            await self.feed.publish(kind)
 
     async def start(self) -> None:
         # grpc.aio binds its server and the health servicer to the running loop.
         self.health = HealthServicer()
         self.server = s = aio.server(options=grpc_options(config=self.config))
-        for p in self.providers.values():
-            await p.start()
-        register(s, Deps(self.pipeline, self.catalogue, ProviderHealth(self.providers)))
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, s)
-        add_reflection(s)
+        # First: a taken port fails the worker before it holds anything to release.
         if s.add_insecure_port(self.address) == 0:
             raise OSError(f"cannot bind worker port {self.address}")
+        await self.live.start()
+        await self.store.open()
+        # Before serving: a (re)started worker answers with the store's models from its first call.
+        await self.catalogue_sync.start()
+        self.last_used.start()
+        if self.feed is not None:
+            self.feed.start()
+        if not self.config.auth.enabled:
+            log.warning("AUTHENTICATION IS OFF (auth.enabled: false): every caller is an admin")
+        deps = Deps(
+            self.pipeline,
+            self.catalogue,
+            self.live.health,
+            self.accounts,
+            self.signer,
+            self.changed,
+            self.config,
+        )
+        register(s, deps)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, s)
+        add_reflection(s)
         await s.start()
         for name in ("", *PUBLIC_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if self.ready_file is not None:
+            # How serve knows this worker serves: an open port alone may be someone else's.
+            self.ready_file.write_text(str(os.getpid()))
         log.info("worker listening on %s", self.address)
 
     async def stop(self) -> None:
@@ -116,7 +188,12 @@ class Worker:
         # while in-flight streams are still being answered.
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.config.server.shutdown_grace_s)
-        await asyncio.gather(*(p.close() for p in self.providers.values()), return_exceptions=True)
+        await self.catalogue_sync.stop()
+        await self.live.close()
+        await self.last_used.stop()
+        if self.feed is not None:
+            await self.feed.close()
+        await self.store.close()
         if self.access_log is not None:
             self.access_log.close()
 
@@ -125,14 +202,21 @@ class Worker:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stopping.set)
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            # The store's connection thread would keep a failed worker alive.
+            await self.store.close()
+            raise
         await stopping.wait()
         log.info("worker %s draining (grace %.0fs)", self.address, self.config.server.shutdown_grace_s)
         await self.stop()
 
 
-def run_worker(config: Config, port: int, discovered: Mapping[str, Sequence[str]] | None = None) -> None:
+def run_worker(
+    config: Config, port: int, discovered: Mapping[str, Sequence[str]] | None = None, ready_file: Path | None = None
+) -> None:
     logging.basicConfig(
         level=config.server.log_level, format=f"%(asctime)s worker:{port} %(levelname)s %(name)s: %(message)s"
     )
-    uvloop.run(Worker(config, port, discovered=discovered).run())
+    uvloop.run(Worker(config, port, discovered=discovered, ready_file=ready_file).run())

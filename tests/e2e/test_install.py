@@ -105,10 +105,15 @@ def test_installed_package_serves_from_another_directory(tmp_path: Path) -> None
             while b"GhostLLM ready" not in log.read_bytes():
                 assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
                 time.sleep(0.05)
+            # First start: an admin key, in a file only its owner reads, and shown once in the banner.
+            key_file = Path(config["server"]["data_dir"]) / "admin-key"
+            admin_key = key_file.read_text().strip()
+            assert key_file.stat().st_mode & 0o777 == 0o600
+            assert admin_key.startswith("gk-") and admin_key in log.read_text()
             request = urllib.request.Request(
                 f"http://127.0.0.1:{config['server']['rest_port']}/v1/chat/completions",
                 data=json.dumps({"model": "dev-echo", "messages": [{"role": "user", "content": "Hello"}]}).encode(),
-                headers={"content-type": "application/json"},
+                headers={"content-type": "application/json", "authorization": f"Bearer {admin_key}"},
             )
             with urllib.request.urlopen(request, timeout=30) as response:
                 body = json.loads(response.read())

@@ -8,6 +8,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
+from tests.support.auth import ADMIN_KEY
 from tests.support.openapi import validate
 
 
@@ -32,10 +33,14 @@ def request(
     method: str | None = None,
     headers: dict[str, str] | None = None,
     timeout: float = 30,
+    key: str | None = ADMIN_KEY,
 ) -> Reply:
+    """`key`: sent as `Authorization: Bearer key` unless `headers` has its own (None: none)."""
     data = json.dumps(body).encode() if isinstance(body, dict) else body
     req = urllib.request.Request(url, data=data, method=method or ("POST" if data is not None else "GET"))
     req.add_header("content-type", "application/json")
+    if key is not None and not any(k.lower() == "authorization" for k in headers or {}):
+        req.add_header("authorization", f"Bearer {key}")
     for k, v in (headers or {}).items():
         req.add_header(k, v)
     try:

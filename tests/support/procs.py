@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from tests.support.auth import ADMIN_KEY
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -219,7 +221,7 @@ def start_stack(config: dict[str, Any], upstream_port: int, tmp: Path) -> Stack:
     path = tmp / "ghostllm.yaml"
     path.write_text(yaml.safe_dump(config))
     log = tmp / "serve.log"
-    env = {"GHOSTLLM_TEST_UPSTREAM_KEY": "sk-upstream-secret"}
+    env = {"GHOSTLLM_TEST_UPSTREAM_KEY": "sk-upstream-secret", "GHOSTLLM_ADMIN_KEY": ADMIN_KEY}
     proc = start([sys.executable, "-m", "ghostllm", "serve", "-c", str(path)], log, env)
     stack = Stack(proc, config, upstream_port, log)
     deadline = time.monotonic() + 30

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ghostllm.config import load_config, parse_config
+from ghostllm.config import CORSConfig, load_config, parse_config
 from ghostllm.errors import ConfigError
 from ghostllm.providers.factory import check_provider_types
 
@@ -110,7 +110,7 @@ def test_new_server_fields_default() -> None:
     assert server.access_log == "stdout"
     cors = server.cors
     assert cors.allow_origins == () and not cors.enabled
-    assert cors.allow_methods == ("GET", "POST", "OPTIONS")
+    assert cors.allow_methods == ("GET", "POST", "PATCH", "PUT", "DELETE", "OPTIONS")
     assert {"authorization", "content-type", "x-request-id"} <= set(cors.allow_headers)
     # What the openai JS SDK sends from a browser.
     assert {"x-stainless-retry-count", "x-stainless-timeout", "x-stainless-os", "x-stainless-lang"} <= set(
@@ -142,7 +142,7 @@ def test_cors_access_log_and_lists_from_yaml(tmp_path: Path) -> None:
     cors = config.server.cors
     assert cors.enabled and cors.allow_origins == ("https://app.example.com", "http://localhost:3000")
     assert cors.allow_headers == ("authorization", "content-type") and cors.max_age_s == 600
-    assert cors.allow_credentials is True and cors.allow_methods == ("GET", "POST", "OPTIONS")
+    assert cors.allow_credentials is True and cors.allow_methods == CORSConfig().allow_methods
     provider = config.provider("p")
     assert provider.stream_usage is False and provider.headers == {"X-Team": "ml", "X-Tier": "2"}
     assert config.models[0].capabilities == ("chat", "embeddings")
@@ -166,7 +166,7 @@ def test_env_overrides_nested_sections_and_lists() -> None:
     cors = config.server.cors
     assert cors.allow_origins == ("https://a.example", "https://b.example")
     assert cors.max_age_s == 60 and cors.allow_credentials is True
-    assert cors.allow_methods == ("GET", "POST", "OPTIONS")  # untouched fields keep YAML/defaults
+    assert cors.allow_methods == CORSConfig().allow_methods  # untouched fields keep YAML/defaults
     assert config.server.tls.key_file == "k.pem" and config.server.tls.cert_file == ""
     provider = config.provider("my-openai")
     assert provider.headers == {}

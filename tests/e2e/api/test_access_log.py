@@ -15,6 +15,7 @@ import openai
 from google.protobuf import struct_pb2
 
 from ghostllm.v1 import chat_pb2, chat_pb2_grpc, openai_pb2
+from tests.support.auth import AUTH, authorized
 from tests.support.http import request
 from tests.support.procs import Stack, stack_config, start_stack, stop
 
@@ -22,7 +23,7 @@ SECRET = "the-prompt-text-must-never-be-logged"
 FIELDS = {
     "request_id", "started_at", "endpoint", "model", "provider", "upstream_model", "stream", "status", "error_code",
     "prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens", "estimated",
-    "latency_ms", "ttft_ms", "client_ip", "user_agent", "request_bytes",
+    "latency_ms", "ttft_ms", "client_ip", "user_agent", "request_bytes", "api_key_id", "user_id", "team_id",
 }  # fmt: skip
 
 
@@ -85,7 +86,7 @@ def test_errors_are_logged_once(client: openai.OpenAI, stack: Stack) -> None:
 
 def test_grpc_calls_are_logged(stack: Stack) -> None:
     rid = str(uuid.uuid4())
-    with grpc.insecure_channel(f"127.0.0.1:{stack.grpc_port}") as ch:
+    with authorized(grpc.insecure_channel(f"127.0.0.1:{stack.grpc_port}")) as ch:
         stub = chat_pb2_grpc.ChatServiceStub(ch)
         msg = openai_pb2.ChatMessage(role="user", content=struct_pb2.Value(string_value="hi"))
         list(stub.StreamChatCompletion(chat_pb2.ChatCompletionRequest(model="dev-echo", messages=[msg]),
@@ -99,7 +100,7 @@ def test_cancelled_stream_counts_what_was_relayed(stack: Stack) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", stack.rest_port, timeout=30)
     body = {"model": "slow-chunks-100", "stream": True, "messages": [{"role": "user", "content": "count to ten"}]}
     conn.request("POST", "/v1/chat/completions", json.dumps(body), {"content-type": "application/json",
-                                                                     "x-request-id": rid})  # fmt: skip
+                                                                     "x-request-id": rid, **AUTH})  # fmt: skip
     resp = conn.getresponse()
     seen = b""
     while b'"content":"' not in seen or seen.count(b"data: ") < 3:

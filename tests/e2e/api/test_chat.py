@@ -10,6 +10,7 @@ import subprocess
 import openai
 import pytest
 
+from tests.support.auth import ADMIN_KEY
 from tests.support.http import envoy_counter, request, upstream_last_request
 from tests.support.openapi import validate
 from tests.support.procs import Stack
@@ -319,6 +320,8 @@ def test_http2_rest_has_no_grpc_trailers(stack: Stack, stream: bool) -> None:
             "--http2-prior-knowledge",
             "-H",
             "content-type: application/json",
+            "-H",
+            f"authorization: Bearer {ADMIN_KEY}",
             "-d",
             body,
             stack.base_url + "/chat/completions",

@@ -23,12 +23,13 @@ from ghostllm.v1 import (
     models_pb2_grpc,
     openai_pb2,
 )
+from tests.support.auth import authorized
 from tests.support.procs import Stack
 
 
 @pytest.fixture(scope="module")
 def channel(stack: Stack) -> Iterator[grpc.Channel]:
-    with grpc.insecure_channel(f"127.0.0.1:{stack.grpc_port}") as ch:
+    with authorized(grpc.insecure_channel(f"127.0.0.1:{stack.grpc_port}")) as ch:
         yield ch
 
 

@@ -21,6 +21,7 @@ from ghostllm.v1 import (
     embeddings_pb2_grpc,
     openai_pb2,
 )
+from tests.support.auth import authorized
 from tests.support.http import check_error, request, upstream_last_request, upstream_stats
 from tests.support.openapi import validate
 from tests.support.procs import Stack
@@ -47,7 +48,7 @@ CHAT_EXTRAS: dict[str, Any] = {
 
 @pytest.fixture(scope="module")
 def channel(stack: Stack) -> Iterator[grpc.Channel]:
-    with grpc.insecure_channel(f"127.0.0.1:{stack.grpc_port}") as ch:
+    with authorized(grpc.insecure_channel(f"127.0.0.1:{stack.grpc_port}")) as ch:
         yield ch
 
 

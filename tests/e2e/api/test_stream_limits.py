@@ -12,6 +12,7 @@ import openai
 import pytest
 
 from tests.e2e.api.test_access_log import record_for
+from tests.support.auth import ADMIN_KEY
 from tests.support.http import request
 from tests.support.procs import Stack, stack_config, start_stack, stop
 
@@ -43,7 +44,7 @@ def test_stream_over_the_limit_ends_with_an_error_event(short_stack: Stack) -> N
 
 
 def test_the_sdk_raises_it(short_stack: Stack) -> None:
-    with openai.OpenAI(base_url=short_stack.base_url, api_key="x", max_retries=0) as client:
+    with openai.OpenAI(base_url=short_stack.base_url, api_key=ADMIN_KEY, max_retries=0) as client:
         stream = client.chat.completions.create(**BODY)  # type: ignore[call-overload]
         with pytest.raises(openai.APIError, match="stream limit"):
             for _ in stream:

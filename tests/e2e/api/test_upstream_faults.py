@@ -17,6 +17,7 @@ from google.protobuf import struct_pb2
 from ghostllm.config import parse_config
 from ghostllm.devupstream.faults import LONG_ERROR_CHARS, LONG_ERROR_END, LONG_ERROR_START
 from ghostllm.v1 import chat_pb2, chat_pb2_grpc, embeddings_pb2, embeddings_pb2_grpc, openai_pb2
+from tests.support.auth import authorized
 from tests.support.http import Reply, check_error, request, upstream_stats
 from tests.support.procs import Stack
 
@@ -29,7 +30,7 @@ LONG_NAME = "m" * (31 * 1024)
 
 @pytest.fixture(scope="module")
 def channel(stack: Stack) -> Iterator[grpc.Channel]:
-    with grpc.insecure_channel(f"127.0.0.1:{stack.grpc_port}") as ch:
+    with authorized(grpc.insecure_channel(f"127.0.0.1:{stack.grpc_port}")) as ch:
         yield ch
 
 

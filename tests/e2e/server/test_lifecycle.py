@@ -17,6 +17,7 @@ import pytest
 from google.protobuf import struct_pb2
 
 from ghostllm.v1 import chat_pb2, chat_pb2_grpc, openai_pb2
+from tests.support.auth import ADMIN_KEY, AUTH, authorized
 from tests.support.http import request, upstream_stats
 from tests.support.procs import Stack, stack_config, start_stack, stop
 
@@ -74,7 +75,7 @@ def _alive_other_than(stack: Stack, old_pid: int) -> bool:
 
 
 def test_sigterm_during_stream_completes_it(own_stack: Stack) -> None:
-    client = openai.OpenAI(base_url=own_stack.base_url, api_key="x", max_retries=0)
+    client = openai.OpenAI(base_url=own_stack.base_url, api_key=ADMIN_KEY, max_retries=0)
     stream = client.chat.completions.create(
         model="slow-chunks-100", messages=[{"role": "user", "content": "finish me"}], stream=True
     )
@@ -90,7 +91,7 @@ def test_sigterm_during_stream_completes_it(own_stack: Stack) -> None:
 
 def test_worker_crash_mid_stream_is_an_error(own_stack: Stack) -> None:
     """A stream cut by a dying worker must not look like a short, complete answer."""
-    client = openai.OpenAI(base_url=own_stack.base_url, api_key="x", max_retries=0)
+    client = openai.OpenAI(base_url=own_stack.base_url, api_key=ADMIN_KEY, max_retries=0)
     stream = client.chat.completions.create(
         model="slow-chunks-100", messages=[{"role": "user", "content": "finish me"}], stream=True
     )
@@ -106,7 +107,7 @@ def test_client_disconnect_cancels_upstream(stack: Stack) -> None:
     request(stack.upstream_url + "/_dev/reset", b"")
     conn = http.client.HTTPConnection("127.0.0.1", stack.rest_port, timeout=10)
     body = {"model": "slow-chunks-300", "messages": [{"role": "user", "content": "x"}], "stream": True}
-    conn.request("POST", "/v1/chat/completions", json.dumps(body), {"content-type": "application/json"})
+    conn.request("POST", "/v1/chat/completions", json.dumps(body), {"content-type": "application/json", **AUTH})
     resp = conn.getresponse()
     assert resp.status == 200
     assert resp.readline().startswith(b"data: ")
@@ -119,7 +120,7 @@ def test_client_disconnect_cancels_upstream(stack: Stack) -> None:
 
 def test_grpc_cancel_cancels_upstream(stack: Stack) -> None:
     request(stack.upstream_url + "/_dev/reset", b"")
-    with grpc.insecure_channel(f"127.0.0.1:{stack.grpc_port}") as channel:
+    with authorized(grpc.insecure_channel(f"127.0.0.1:{stack.grpc_port}")) as channel:
         call = chat_pb2_grpc.ChatServiceStub(channel).StreamChatCompletion(
             chat_pb2.ChatCompletionRequest(
                 model="slow-chunks-300",

@@ -14,6 +14,7 @@ from google.protobuf import struct_pb2
 
 from ghostllm.certs import make_dev_certs
 from ghostllm.v1 import chat_pb2, chat_pb2_grpc, openai_pb2
+from tests.support.auth import ADMIN_KEY, authorized
 from tests.support.procs import Stack, stack_config, start_stack, stop
 
 
@@ -34,7 +35,7 @@ def test_openai_sdk_over_tls(tls_stack: tuple[Stack, Path]) -> None:
     assert stack.base_url.startswith("https://")
     ctx = ssl.create_default_context(cafile=str(ca))
     with openai.OpenAI(
-        base_url=stack.base_url, api_key="x", max_retries=0, http_client=openai.DefaultHttpx2Client(verify=ctx)
+        base_url=stack.base_url, api_key=ADMIN_KEY, max_retries=0, http_client=openai.DefaultHttpx2Client(verify=ctx)
     ) as client:
         reply = client.chat.completions.create(model="dev-echo", messages=[{"role": "user", "content": "secure"}])
         assert (reply.choices[0].message.content or "").endswith("secure")
@@ -70,7 +71,7 @@ def test_untrusted_client_refused(tls_stack: tuple[Stack, Path]) -> None:
 def test_grpc_over_tls(tls_stack: tuple[Stack, Path]) -> None:
     stack, ca = tls_stack
     creds = grpc.ssl_channel_credentials(root_certificates=ca.read_bytes())
-    with grpc.secure_channel(f"localhost:{stack.grpc_port}", creds) as channel:
+    with authorized(grpc.secure_channel(f"localhost:{stack.grpc_port}", creds)) as channel:
         reply = chat_pb2_grpc.ChatServiceStub(channel).CreateChatCompletion(
             chat_pb2.ChatCompletionRequest(
                 model="dev-echo",

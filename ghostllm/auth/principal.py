@@ -1,0 +1,71 @@
+"""The identity a request runs as, fixed by authentication, read by authorization,
+limits, budgets and usage records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from ghostllm.accounts.permissions import Permissions
+from ghostllm.accounts.records import KeyMatch, Role, User
+
+
+class Via(StrEnum):
+    KEY = "api_key"
+    TOKEN = "token"
+    # GHOSTLLM_ADMIN_KEY.
+    MASTER = "master_key"
+    # auth.enabled: false.
+    NONE = "none"
+
+
+ALL = Permissions()
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    via: Via
+    # The human behind the call (None for a service key, the master key, auth off).
+    user_id: str | None
+    team_id: str | None
+    key_id: str | None
+    # None: no role (a service key), so no admin access.
+    role: Role | None
+    permissions: Permissions
+    rate_limit: int | None = None
+    tpm_limit: int | None = None
+    max_parallel: int | None = None
+    budget_limit: float | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role is Role.ADMIN
+
+    @property
+    def can_read_admin(self) -> bool:
+        return self.role in (Role.ADMIN, Role.VIEWER)
+
+    @classmethod
+    def of_key(cls, match: KeyMatch) -> Principal:
+        key, user = match.key, match.user
+        return cls(
+            via=Via.KEY,
+            user_id=key.user_id,
+            team_id=key.team_id or (user.team_id if user else None),
+            key_id=key.id,
+            role=user.role if user else None,
+            permissions=key.permissions,
+            rate_limit=key.rate_limit,
+            tpm_limit=key.tpm_limit,
+            max_parallel=key.max_parallel,
+            budget_limit=key.budget_limit,
+        )
+
+    @classmethod
+    def of_user(cls, user: User) -> Principal:
+        """A logged-in user: every endpoint and model (keys are how access is narrowed)."""
+        return cls(Via.TOKEN, user.id, user.team_id, None, user.role, ALL, budget_limit=user.budget_limit)
+
+
+MASTER = Principal(Via.MASTER, None, None, None, Role.ADMIN, ALL)
+UNAUTHENTICATED_ADMIN = Principal(Via.NONE, None, None, None, Role.ADMIN, ALL)

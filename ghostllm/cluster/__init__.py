@@ -1,0 +1,1 @@
+"""What the workers and replicas of one deployment share through Redis."""
