@@ -126,9 +126,9 @@ def _user_list(args: argparse.Namespace) -> int:
     page = _run(args, lambda repo: repo.list_users(page=args.page, limit=args.limit, search=args.search))
     if args.json:
         pagination = {"page": page.page, "limit": page.limit, "total": page.total, "pages": page.pages}
-        print_json({"users": [u.to_dict() for u in page.users], "pagination": pagination})
+        print_json({"users": [u.to_dict() for u in page.items], "pagination": pagination})
     else:
-        _users_table(list(page.users), f"users (page {page.page} of {max(page.pages, 1)}, {page.total} in all)")
+        _users_table(list(page.items), f"users (page {page.page} of {max(page.pages, 1)}, {page.total} in all)")
     return 0
 
 
@@ -184,6 +184,20 @@ def _team_list(args: argparse.Namespace) -> int:
         print_json({"teams": [t.to_dict() for t in teams]})
     else:
         _teams_table(teams)
+    return 0
+
+
+def _team_update(args: argparse.Namespace) -> int:
+    changes: dict[str, Any] = {}
+    for name, field in (("name", "name"), ("description", "description"), ("budget_limit", "budget_limit"),
+                        ("rpm", "rate_limit"), ("tpm", "tpm_limit"), ("max_parallel", "max_parallel")):  # fmt: skip
+        if getattr(args, name) is not None:
+            changes[field] = getattr(args, name)
+    for flag, field in (("no_budget_limit", "budget_limit"), ("no_rpm", "rate_limit"), ("no_tpm", "tpm_limit")):
+        if getattr(args, flag):
+            changes[field] = None
+    team = _run(args, lambda repo: repo.update_team(args.team, **changes), announce=True)
+    say(args, team.to_dict(), f"updated team {team.name} ({team.id})")
     return 0
 
 
@@ -328,6 +342,15 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--tpm", type=int, help="tokens per minute")
     p.add_argument("--max-parallel", type=int)
     leaf(teams, "list", _team_list, "list teams")
+    p = leaf(teams, "update", _team_update, "change a team's name, description, budget or limits")
+    p.add_argument("team", metavar="NAME_OR_ID")
+    p.add_argument("--name")
+    p.add_argument("--description")
+    for flag, unit in (("budget-limit", float), ("rpm", int), ("tpm", int)):
+        g = p.add_mutually_exclusive_group()
+        g.add_argument(f"--{flag}", type=unit)
+        g.add_argument(f"--no-{flag}", action="store_true")
+    p.add_argument("--max-parallel", type=int)
     p = leaf(teams, "delete", _team_delete, "delete a team (and its service keys)")
     p.add_argument("team", metavar="NAME_OR_ID")
 

@@ -2,8 +2,8 @@
 
 Provider API keys set here are stored encrypted in the configured store (see
 ghostllm.accounts.keyring for where the encryption key comes from); no command ever
-prints one, and a key is read from stdin, never from the command line. The request path
-does not read them yet: the gateway still takes keys from each provider's `api_key_env`.
+prints one, and a key is read from stdin, never from the command line. Workers use a
+stored key in place of the provider's `api_key_env` (the store wins; routing/merge.py).
 
 Heavy imports (store, accounts, rich, yaml) happen inside the commands."""
 
@@ -139,7 +139,7 @@ def _provider_set_key(args: argparse.Namespace) -> int:
         args,
         {"provider": record.to_dict(), "created": created},
         f"stored the API key for provider {record.id}, encrypted (encryption key id {record.key_encryption_id}){made}."
-        " The gateway does not read stored keys yet: requests still use the provider's api_key_env.",
+        " Running workers use it within seconds.",
     )
     return 0
 

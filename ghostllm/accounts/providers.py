@@ -1,8 +1,8 @@
 """Providers in the store (the `providers` table), their API keys encrypted at rest.
 
 Listing never returns a key (only whether one is stored); `set_key` encrypts with the
-provider id in the associated data; `get_key` decrypts, for internal use only (no
-worker reads it yet: the request path still takes keys from `api_key_env`);
+provider id in the associated data; `get_key` decrypts, for internal use only (the
+workers' catalogue sync, which uses it in place of `api_key_env`);
 `reencrypt` moves every stored key to the cipher's primary key (`secrets rotate`).
 Every mutation writes an audit_log row, never with the key in it."""
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from ghostllm.accounts.permissions import Permissions
 from ghostllm.config import ModelConfig
+
+T = TypeVar("T")
 
 
 class Role(StrEnum):
@@ -62,8 +64,10 @@ class User:
 
 
 @dataclass(frozen=True)
-class UserPage:
-    users: tuple[User, ...]
+class Page(Generic[T]):
+    """One page of a listing (users, audit entries) and where it stands in the whole."""
+
+    items: tuple[T, ...]
     page: int
     limit: int
     total: int
@@ -71,6 +75,9 @@ class UserPage:
     @property
     def pages(self) -> int:
         return (self.total + self.limit - 1) // self.limit
+
+
+UserPage = Page[User]
 
 
 @dataclass(frozen=True)
@@ -177,16 +184,7 @@ class AuditEntry:
         return {**self.__dict__, "created_at": _iso(self.created_at)}
 
 
-@dataclass(frozen=True)
-class AuditPage:
-    entries: tuple[AuditEntry, ...]
-    page: int
-    limit: int
-    total: int
-
-    @property
-    def pages(self) -> int:
-        return (self.total + self.limit - 1) // self.limit
+AuditPage = Page[AuditEntry]
 
 
 @dataclass(frozen=True)

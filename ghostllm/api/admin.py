@@ -50,5 +50,5 @@ class AdminService(AccountsAdmin, CatalogueAdmin, admin_pb2_grpc.AdminServiceSer
         async with admitted(self.pipeline, rc, Endpoint.ADMIN_READ):
             page = await self.accounts.list_audit(**msg.page_args(request))
             return admin_pb2.ListAuditResponse(
-                entries=[msg.audit_entry(e) for e in page.entries], pagination=msg.pagination(page)
+                entries=[msg.audit_entry(e) for e in page.items], pagination=msg.pagination(page)
             )

@@ -46,7 +46,7 @@ class AccountsAdmin:
     async def ListUsers(self, request: admin_pb2.ListUsersRequest, rc: RequestContext) -> admin_pb2.ListUsersResponse:
         async with admitted(self.pipeline, rc, READ):
             page = await self.accounts.list_users(**msg.page_args(request), search=msg.optional(request, "search"))
-            return admin_pb2.ListUsersResponse(users=[msg.user(u) for u in page.users], pagination=msg.pagination(page))
+            return admin_pb2.ListUsersResponse(users=[msg.user(u) for u in page.items], pagination=msg.pagination(page))
 
     @unary
     async def CreateUser(self, request: admin_pb2.CreateUserRequest, rc: RequestContext) -> admin_pb2.User:

