@@ -55,5 +55,9 @@ run: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench
 
+# The fidelity matrix: every provider adapter x feature x mode, through Envoy, against the emulators.
+fidelity: $(STAMP)
+	$(PY) -m tests.fidelity
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import auth, cpu, report
+from bench.adapters import adapters
 from bench.large_bodies import large_bodies
 from bench.procs import PACED_MODEL, Stack, stack_config, start_stack
 from bench.report import ratio, section, table
@@ -331,6 +332,17 @@ def summary(results: dict[str, Any], cores: int) -> str:
         items.append(
             ("auth stages per request (cached key)", f"{au['authenticate_us'] + au['authorize_us']:.1f} us", "")
         )
+    ad = results.get("adapters")
+    if ad:
+        base = ad["openai"]
+        worst = max((k for k in ad if k != "openai"), key=lambda k: ad[k]["cpu_per_request_ms"], default=None)
+        if worst is not None:
+            extra_req = (ad[worst]["cpu_per_request_ms"] - base["cpu_per_request_ms"]) * 1000
+            items.append((f"adapter overhead per request (worst: {worst})", f"{extra_req:.0f} us", "<= 50 us"))
+        worst_c = max((k for k in ad if k != "openai"), key=lambda k: ad[k]["cpu_per_chunk_us"], default=None)
+        if worst_c is not None:
+            extra_c = ad[worst_c]["cpu_per_chunk_us"] - base["cpu_per_chunk_us"]
+            items.append((f"adapter overhead per chunk (worst: {worst_c})", f"{extra_c:.1f} us", "<= 10 us"))
     su = results.get("startup")
     if su:
         items.append(("startup to first answer", f"{su['first_answer_s']:.1f} s", "<= 1.5 s"))
@@ -401,6 +413,9 @@ def run(args: argparse.Namespace) -> int:
                 parts.append(("soak", lambda: soak(stack, args.soak, tmp)))
             if args.large_bodies:
                 parts.append(("large_bodies", lambda: large_bodies(stack, args.large_bodies)))
+            if not args.skip_adapters:
+                # Last: its own stack (and key) beside this one.
+                parts.append(("adapters", lambda: adapters(tmp, args.workers, fast, d.latency_s, d.stream_warmup_s)))
             rss_start = cpu.all_rss_mb(stack.gateway_pids)
             for name, part in parts:
                 try:
@@ -449,6 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="short runs, for a smoke test")
     parser.add_argument("--workers", type=int, default=0, help="worker processes (default 0: derived from the cores)")
     parser.add_argument("--skip-stream", action="store_true", help="skip the streaming part")
+    parser.add_argument("--skip-adapters", action="store_true", help="skip the per-adapter part")
     parser.add_argument("--soak", type=float, default=0, metavar="SECONDS", help="add a mixed-load soak this long")
     parser.add_argument(
         "--large-bodies", type=int, default=0, metavar="N", help="add N concurrent 30 MiB requests (peak and after RSS)"

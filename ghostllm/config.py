@@ -46,6 +46,8 @@ class Capability(StrEnum):
     VISION = "vision"
     EMBEDDINGS = "embeddings"
     COMPLETIONS = "completions"
+    # The provider can hold an answer to a JSON schema (response_format json_schema) natively.
+    STRUCTURED_OUTPUT = "structured_output"
 
 
 CAPABILITIES = tuple(c.value for c in Capability)
@@ -195,6 +197,13 @@ class AuthConfig:
 
 
 @dataclass(frozen=True)
+class LedgerConfig:
+    # One usage_logs row per request, written in batches this often (and when 500 are waiting).
+    enabled: bool = True
+    flush_interval_s: float = 0.5
+
+
+@dataclass(frozen=True)
 class RedisConfig:
     # redis://host:6379/0; empty: no Redis (in-process fallbacks). REDIS_URL is accepted too.
     url: str = ""
@@ -235,6 +244,8 @@ class ProviderConfig:
     # Start the built-in development upstream on base_url's port if nothing answers there.
     dev_upstream: bool = False
     headers: Mapping[str, str] = field(default_factory=dict)
+    # The API version a provider type takes (Azure OpenAI's api-version query); empty: the adapter's default.
+    api_version: str = ""
     # The key stored (encrypted) for this provider in the store, decrypted by the worker that
     # loaded it. Never read from the YAML or the environment, never shown by repr (nor logged).
     stored_api_key: str = field(default="", repr=False, metadata={"yaml": False})
@@ -257,6 +268,11 @@ class ModelConfig:
     output_price_per_1m: float = 0.0
     capabilities: tuple[str, ...] = ("chat", "streaming", "functions", "completions")
     owned_by: str = ""
+    # USD per 1M prompt tokens the provider served from its cache (None: the input price).
+    cached_input_price_per_1m: float | None = None
+    # The max_tokens sent when the client gave none, to providers that require one (Anthropic);
+    # 0: the adapter's own default.
+    max_output_tokens: int = 0
 
     @property
     def upstream(self) -> str:
@@ -270,6 +286,7 @@ class Config:
     accounts: AccountsConfig = field(default_factory=AccountsConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
+    ledger: LedgerConfig = field(default_factory=LedgerConfig)
     catalogue: CatalogueConfig = field(default_factory=CatalogueConfig)
     providers: tuple[ProviderConfig, ...] = ()
     models: tuple[ModelConfig, ...] = ()
@@ -331,7 +348,11 @@ def _is_mapping(hint: Any) -> bool:
 
 
 def _convert(value: Any, hint: Any, where: str) -> Any:
-    """A YAML value as `hint`: dataclasses, tuples/lists and mappings are walked."""
+    """A YAML value as `hint`: dataclasses, tuples/lists and mappings are walked; an
+    optional scalar (`float | None`) takes null as None."""
+    args = typing.get_args(hint)
+    if type(None) in args and len(args) == 2:
+        return None if value is None else _convert(value, next(a for a in args if a is not type(None)), where)
     if dataclasses.is_dataclass(hint):
         return _build(hint, {} if value is None else value, where)
     if _is_sequence(hint):
@@ -423,6 +444,18 @@ def _redis(redis: RedisConfig, env: Mapping[str, str]) -> RedisConfig:
     return updated
 
 
+# Where a provider type's official SDK points when given no base URL.
+DEFAULT_BASE_URLS = {
+    "anthropic": "https://api.anthropic.com",
+    "gemini": "https://generativelanguage.googleapis.com",
+    "ollama": "http://localhost:11434",
+}
+
+
+def _default_base_url(p: ProviderConfig) -> ProviderConfig:
+    return p if p.base_url or p.type not in DEFAULT_BASE_URLS else replace(p, base_url=DEFAULT_BASE_URLS[p.type])
+
+
 def _validate(config: Config) -> None:
     """Rules beyond types: required values, references, duplicates, known names."""
     if not config.server.access_log:
@@ -445,6 +478,8 @@ def _validate(config: Config) -> None:
         raise ConfigError("auth.key_cache_ttl_pushed_s: expected at least auth.key_cache_ttl_s")
     if auth.token_ttl_s < 60 or auth.store_timeout_s <= 0 or auth.last_used_flush_s <= 0:
         raise ConfigError("auth: expected token_ttl_s >= 60, store_timeout_s > 0 and last_used_flush_s > 0")
+    if not 0 < config.ledger.flush_interval_s <= 60:
+        raise ConfigError("ledger.flush_interval_s: expected more than 0 and at most 60")
     if config.redis.url and not config.redis.url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError("redis.url: expected redis://host:port/db, rediss://... or unix://...")
     if not 0 < config.catalogue.poll_s <= 4:
@@ -455,7 +490,7 @@ def _validate(config: Config) -> None:
         if not p.id:
             raise ConfigError(f"providers[{i}]: id is required")
         if not p.base_url:
-            raise ConfigError(f"provider {p.id}: base_url is required")
+            raise ConfigError(f"provider {p.id}: base_url is required (type {p.type} has no default)")
         if any(q.id == p.id for q in config.providers[:i]):
             raise ConfigError(f"provider {p.id}: defined twice")
     ids = {p.id for p in config.providers}
@@ -482,8 +517,11 @@ def parse_config(raw: Mapping[str, Any], *, env: Mapping[str, str] | None = None
         accounts=_apply_env(config.accounts, "GHOSTLLM_ACCOUNTS_", env),
         auth=_apply_env(config.auth, "GHOSTLLM_AUTH_", env),
         redis=_redis(config.redis, env),
+        ledger=_apply_env(config.ledger, "GHOSTLLM_LEDGER_", env),
         catalogue=_apply_env(config.catalogue, "GHOSTLLM_CATALOGUE_", env),
-        providers=tuple(_apply_env(p, f"GHOSTLLM_PROVIDER_{_env_key(p.id)}_", env) for p in config.providers),
+        providers=tuple(
+            _default_base_url(_apply_env(p, f"GHOSTLLM_PROVIDER_{_env_key(p.id)}_", env)) for p in config.providers
+        ),
         source=source,
     )
     _validate(config)

@@ -143,6 +143,7 @@ class Exchange:
         """The whole answer, as the client sees it (its model id, not the upstream's)."""
         body, d, model = self._target()
         self.called = True
+        self.call.entry = model.config
         reply = await d.provider.complete(self.endpoint, body, d.upstream_model, self.call)
         self.usage = reply.usage
         reply.data["model"] = model.id
@@ -156,6 +157,7 @@ class Exchange:
         model_id = model.id
         include_usage = self.include_usage
         self.called = True
+        self.call.entry = model.config
         async with aclosing(d.provider.stream(self.endpoint, body, d.upstream_model, self.call)) as batches:
             async for batch in batches:
                 if batch.usage is not None:

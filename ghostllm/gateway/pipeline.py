@@ -13,12 +13,14 @@ import asyncio
 import logging
 import math
 import time
+import uuid
 from collections.abc import Callable, Sequence
 
 import orjson
 
 from ghostllm.errors import GhostError
 from ghostllm.gateway.context import RequestContext
+from ghostllm.gateway.cost import cost_nano_usd
 from ghostllm.gateway.exchange import Exchange, Stage
 from ghostllm.gateway.usage import UsageRecord
 from ghostllm.protocol.endpoints import Endpoint
@@ -93,11 +95,13 @@ class Pipeline:
         ctx = ex.ctx
         d = ex.deployment
         who = ex.principal
+        model = ex.model
+        cost = cost_nano_usd(model.config, prompt, completion, cached) if model is not None else 0
         record = UsageRecord(
             request_id=ctx.request_id[:MAX_FIELD_CHARS],
             started_at=ctx.started_at,
             endpoint=ex.endpoint.value,
-            model=ex.model.id if ex.model is not None else ex.requested_model[:MAX_FIELD_CHARS],
+            model=model.id if model is not None else ex.requested_model[:MAX_FIELD_CHARS],
             provider=d.provider.id if d is not None else None,
             upstream_model=d.upstream_model if d is not None else None,
             stream=bool(ex.stream),
@@ -117,6 +121,8 @@ class Pipeline:
             api_key_id=who.key_id if who is not None else None,
             user_id=who.user_id if who is not None else None,
             team_id=who.team_id if who is not None else None,
+            cost_nano_usd=cost,
+            record_id=uuid.uuid4().hex,
         )
         for sink in self.sinks:
             try:

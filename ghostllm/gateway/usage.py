@@ -38,3 +38,7 @@ class UsageRecord:
     api_key_id: str | None = None
     user_id: str | None = None
     team_id: str | None = None
+    # What it cost, exactly (gateway/cost.py); 0 when no model was resolved.
+    cost_nano_usd: int = 0
+    # This record's own id, made once: what makes writing it again harmless (the ledger).
+    record_id: str = ""

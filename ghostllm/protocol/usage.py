@@ -14,6 +14,8 @@ class Usage:
     # None when the upstream did not say (not the same as zero).
     cached_tokens: int | None = None
     reasoning_tokens: int | None = None
+    # Prompt tokens written to the provider's prompt cache (Anthropic bills them apart).
+    cache_creation_tokens: int | None = None
 
 
 def _int(value: Any) -> int | None:

@@ -15,19 +15,21 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
-from ghostllm.config import ProviderConfig
+from ghostllm.config import ModelConfig, ProviderConfig
 from ghostllm.protocol.endpoints import Endpoint
 from ghostllm.protocol.usage import Usage
 
 Json = dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Call:
     """What an adapter may need to know about the client's request besides its body."""
 
     # Envoy's x-request-id (the client's own when it sent one), passed upstream for tracing.
     request_id: str = ""
+    # The catalogue entry of the model called (its defaults and capabilities), set before the call.
+    entry: ModelConfig | None = None
 
 
 @dataclass(slots=True)

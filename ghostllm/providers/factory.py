@@ -5,11 +5,21 @@ from __future__ import annotations
 
 from ghostllm.config import Config, ProviderConfig, ServerConfig
 from ghostllm.errors import ConfigError
+from ghostllm.providers.anthropic import AnthropicTranslator
+from ghostllm.providers.azure import AzureTranslator
 from ghostllm.providers.base import Provider
+from ghostllm.providers.gemini import GeminiTranslator
+from ghostllm.providers.ollama import OllamaTranslator
 from ghostllm.providers.openai import OpenAITranslator
 from ghostllm.providers.translator import Translator
 
-TRANSLATORS: dict[str, type[Translator]] = {"openai": OpenAITranslator}
+TRANSLATORS: dict[str, type[Translator]] = {
+    "openai": OpenAITranslator,
+    "anthropic": AnthropicTranslator,
+    "gemini": GeminiTranslator,
+    "ollama": OllamaTranslator,
+    "azure": AzureTranslator,
+}
 # The limit a default server config sets (config.ServerConfig.max_response_bytes is the one rule).
 DEFAULT_MAX_RESPONSE_BYTES = ServerConfig().max_response_bytes
 

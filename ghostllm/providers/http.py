@@ -36,12 +36,12 @@ class HTTPProvider(Provider):
 
     async def complete(self, endpoint: Endpoint, body: Json, model: str, call: Call) -> Reply:
         t = self.translator
-        req = t.request(endpoint, body, model, stream=False)
+        req = t.request(endpoint, body, model, stream=False, entry=call.entry)
         return t.reply(endpoint, await self.transport.post(req.path, req.body, call, t.error))
 
     async def stream(self, endpoint: Endpoint, body: Json, model: str, call: Call) -> AsyncGenerator[StreamBatch]:
         t = self.translator
-        req = t.request(endpoint, body, model, stream=True)
+        req = t.request(endpoint, body, model, stream=True, entry=call.entry)
         decoder = t.stream_decoder(endpoint)
         async with aclosing(self.transport.stream(req.path, req.body, call, t.error)) as reads:
             async for data in reads:
@@ -52,6 +52,10 @@ class HTTPProvider(Provider):
                     yield StreamBatch(chunks, decoder.usage, decoder.done)
                 if decoder.done:
                     return
+        chunks = decoder.end()
+        if decoder.done:
+            yield StreamBatch(chunks, decoder.usage, True)
+            return
         raise ProviderError(f"provider {self.id} ended the stream before it was complete")
 
     async def list_models(self, limit_s: float | None = None) -> list[str]:

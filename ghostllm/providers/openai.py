@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from ghostllm.config import ModelConfig
 from ghostllm.errors import (
     GhostError,
     InvalidRequest,
@@ -123,7 +124,7 @@ class OpenAIStreamDecoder(StreamDecoder):
     """OpenAI's SSE: one chunk per `data:` event, `data: [DONE]` at the end; usage in
     a final chunk (with empty choices) when asked for, or on every chunk (vLLM)."""
 
-    __slots__ = ("_endpoint", "_framer", "_provider", "done", "usage")
+    __slots__ = ("_endpoint", "_error", "_framer", "_provider", "done", "usage")
 
     def __init__(self, provider: str, endpoint: Endpoint) -> None:
         self._framer = SSEFramer()
@@ -131,28 +132,42 @@ class OpenAIStreamDecoder(StreamDecoder):
         self._endpoint = endpoint
         self.usage = None
         self.done = False
+        # A failure that followed chunks of the same read: raised once those are relayed.
+        self._error: ProviderError | None = None
 
     def feed(self, data: bytes) -> list[Json]:
+        if self._error is not None:
+            raise self._error
         out: list[Json] = []
-        for payload in self._framer.feed(data):
-            if payload == b"[DONE]":
-                self.done = True
-                break
-            try:
-                chunk = orjson.loads(payload)
-            except orjson.JSONDecodeError:
-                chunk = None
-            if not isinstance(chunk, dict):
-                raise ProviderError(f"provider {self._provider} sent an invalid stream event: {payload[:200]!r}")
-            error = chunk.get("error")
-            if error is not None and "choices" not in chunk:
-                raise ProviderError(f"provider {self._provider} failed mid-stream: {upstream_message(payload)}")
-            check_choices(self._provider, self._endpoint, chunk, chunk=True)
-            usage = chunk.get("usage")
-            if usage is not None:
-                self.usage = usage_from_openai(usage)
-            out.append(chunk)
+        try:
+            for payload in self._framer.feed(data):
+                if payload == b"[DONE]":
+                    self.done = True
+                    break
+                try:
+                    chunk = orjson.loads(payload)
+                except orjson.JSONDecodeError:
+                    chunk = None
+                if not isinstance(chunk, dict):
+                    raise ProviderError(f"provider {self._provider} sent an invalid stream event: {payload[:200]!r}")
+                error = chunk.get("error")
+                if error is not None and "choices" not in chunk:
+                    raise ProviderError(f"provider {self._provider} failed mid-stream: {upstream_message(payload)}")
+                check_choices(self._provider, self._endpoint, chunk, chunk=True)
+                usage = chunk.get("usage")
+                if usage is not None:
+                    self.usage = usage_from_openai(usage)
+                out.append(chunk)
+        except ProviderError as err:
+            if not out:
+                raise
+            self._error = err
         return out
+
+    def end(self) -> list[Json]:
+        if self._error is not None:
+            raise self._error
+        return []
 
 
 class OpenAITranslator(Translator):
@@ -160,7 +175,9 @@ class OpenAITranslator(Translator):
         key = self.config.api_key
         return {"authorization": f"Bearer {key}"} if key else {}
 
-    def request(self, endpoint: Endpoint, body: Json, model: str, *, stream: bool) -> UpstreamRequest:
+    def request(
+        self, endpoint: Endpoint, body: Json, model: str, *, stream: bool, entry: ModelConfig | None = None
+    ) -> UpstreamRequest:
         out = {**body, "model": model}
         if endpoint is not Endpoint.EMBEDDINGS:
             if stream:

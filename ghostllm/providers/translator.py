@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ghostllm.config import ProviderConfig
+from ghostllm.config import ModelConfig, ProviderConfig
 from ghostllm.errors import GhostError
 from ghostllm.protocol.endpoints import Endpoint
 from ghostllm.protocol.usage import Usage
@@ -40,6 +40,11 @@ class StreamDecoder(ABC):
     @abstractmethod
     def feed(self, data: bytes) -> list[Json]: ...
 
+    def end(self) -> list[Json]:
+        """The upstream's body ended without error: the chunks held back until then. Formats
+        whose stream ends with the body rather than a terminator event (Gemini) set `done` here."""
+        return []
+
 
 class Translator(ABC):
     def __init__(self, config: ProviderConfig) -> None:
@@ -51,7 +56,12 @@ class Translator(ABC):
         """Headers sent with every request (authentication, API version)."""
 
     @abstractmethod
-    def request(self, endpoint: Endpoint, body: Json, model: str, *, stream: bool) -> UpstreamRequest: ...
+    def request(
+        self, endpoint: Endpoint, body: Json, model: str, *, stream: bool, entry: ModelConfig | None = None
+    ) -> UpstreamRequest:
+        """`model`: the upstream's name for it; `entry`: its catalogue entry (defaults such as
+        max_output_tokens, capabilities such as structured_output), when the caller has one.
+        `UpstreamRequest.path` may carry a query string."""
 
     @abstractmethod
     def reply(self, endpoint: Endpoint, raw: bytes) -> Reply:

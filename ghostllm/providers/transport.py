@@ -100,8 +100,12 @@ class HTTPTransport:
         return b"".join(parts)
 
     async def _error(self, resp: aiohttp.ClientResponse, on_error: ErrorMapper) -> GhostError:
-        raw = await resp.content.read(ERROR_BODY_BYTES)
-        return on_error(resp.status, raw, resp.headers)
+        # read(n) returns whatever one read brought: an error body that arrives in pieces
+        # must still be read whole (up to the bound), or its message is cut.
+        raw = bytearray()
+        while len(raw) < ERROR_BODY_BYTES and (piece := await resp.content.read(ERROR_BODY_BYTES - len(raw))):
+            raw += piece
+        return on_error(resp.status, bytes(raw), resp.headers)
 
     async def post(self, path: str, body: bytes, call: Call, on_error: ErrorMapper) -> bytes:
         try:

@@ -34,6 +34,7 @@ from ghostllm.gateway.access_log import AccessLog
 from ghostllm.gateway.exchange import Stage
 from ghostllm.gateway.pipeline import Pipeline, Sink
 from ghostllm.gateway.stages import Authenticate, ResolveModel, authorize, decode_body
+from ghostllm.ledger.writer import Ledger
 from ghostllm.providers.base import Provider
 from ghostllm.providers.factory import make_provider, stream_silence_s, stream_total_s
 from ghostllm.routing.live import LiveCatalogue, retire_delay
@@ -115,6 +116,11 @@ class Worker:
         else:
             self.access_log = None
         self.store = make_store(config.store)
+        self.ledger: Ledger | None = None
+        if config.ledger.enabled:
+            spool = Path(config.server.data_dir) / "spool"
+            self.ledger = Ledger(self.store, spool, interval_s=config.ledger.flush_interval_s)
+            self.sinks.append(self.ledger)
         self.accounts = AccountRepository(self.store, bcrypt_cost=config.accounts.bcrypt_cost)
         auth = config.auth
         self.signer = TokenSigner(load_secret(auth.jwt_secret, config.server.data_dir), auth.token_ttl_s)
@@ -159,6 +165,8 @@ class Worker:
         # Before serving: a (re)started worker answers with the store's models from its first call.
         await self.catalogue_sync.start()
         self.last_used.start()
+        if self.ledger is not None:
+            self.ledger.start()
         if self.feed is not None:
             self.feed.start()
         if not self.config.auth.enabled:
@@ -191,6 +199,8 @@ class Worker:
         await self.catalogue_sync.stop()
         await self.live.close()
         await self.last_used.stop()
+        if self.ledger is not None:
+            await self.ledger.close()
         if self.feed is not None:
             await self.feed.close()
         await self.store.close()

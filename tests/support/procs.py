@@ -114,6 +114,19 @@ def dev_upstream(tmp: Path, chunk_delay_ms: float = 0.0) -> Iterator[Upstream]:
         stop(proc)
 
 
+@contextlib.contextmanager
+def emulator(tmp: Path, provider: str) -> Iterator[Upstream]:
+    """A loopback emulator of `provider`'s native API (ghostllm/emulators/), on a free port."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "ghostllm.emulators", provider, "--port", str(port)]
+    proc = start(cmd, tmp / f"emulator-{provider}-{port}.log")
+    try:
+        wait_port(port, proc)
+        yield Upstream(port, proc)
+    finally:
+        stop(proc)
+
+
 # Upstream scenario models of the development upstream, served under the same ids.
 SCENARIO_MODELS = (
     "error-500",

@@ -45,11 +45,15 @@ def test_killed_worker_loses_no_request(own_stack: Stack) -> None:
     url = own_stack.base_url + "/chat/completions"
     body = {"model": "dev-echo", "messages": [{"role": "user", "content": "hi"}]}
     statuses: list[int | str] = []
+    failures: list[bytes] = []
 
     def load() -> None:
         for _ in range(150):
             try:
-                statuses.append(request(url, body).status)
+                reply = request(url, body)
+                statuses.append(reply.status)
+                if reply.status != 200:
+                    failures.append(reply.body[:300])
             except Exception as exc:  # a cut response: recorded so the assertion shows it
                 statuses.append(repr(exc))
 
@@ -62,7 +66,7 @@ def test_killed_worker_loses_no_request(own_stack: Stack) -> None:
     for t in threads:
         t.join()
     assert len(statuses) == 600
-    assert set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
+    assert set(statuses) == {200}, ({s: statuses.count(s) for s in set(statuses)}, failures[:3])
     # The supervisor replaces the dead worker.
     wait_for(lambda: _alive_other_than(own_stack, victim))
 

@@ -9,10 +9,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
 from ghostllm.config import StoreConfig
 from ghostllm.store import make_store
+from ghostllm.v1 import models_pb2, models_pb2_grpc
 from tests.e2e.api.test_auth import SPREAD, chat, eventually
 from tests.support.accounts import Accounts
 from tests.support.http import check_error, request
@@ -20,6 +22,22 @@ from tests.support.procs import Stack, stack_config, start_stack, stop
 from tests.support.tcpproxy import TcpProxy, tcp_proxy
 
 TTL_S = 1.0
+
+
+def on_each_worker(stack: Stack, key: str) -> list[grpc.StatusCode]:
+    """ListModels on every worker directly (not through Envoy, which may favour one), as `key`."""
+    codes = []
+    base = int(stack.config["server"]["worker_base_port"])
+    for i in range(int(stack.config["server"]["workers"])):
+        with grpc.insecure_channel(f"127.0.0.1:{base + i}") as ch:
+            try:
+                models_pb2_grpc.ModelServiceStub(ch).ListModels(
+                    models_pb2.ListModelsRequest(), metadata=(("authorization", f"Bearer {key}"),), timeout=30
+                )
+                codes.append(grpc.StatusCode.OK)
+            except grpc.RpcError as err:
+                codes.append(err.code())
+    return codes
 
 
 @pytest.fixture
@@ -49,11 +67,13 @@ def test_cached_keys_survive_a_store_outage(pg_stack: Stack, proxy: TcpProxy, po
     accounts = Accounts(StoreConfig(url=postgres_url, pool_min_size=0, pool_max_size=1))
     _, seen = accounts.key()
     _, unseen = accounts.key()
-    assert all(chat(pg_stack, seen) == 200 for _ in range(SPREAD))  # now cached by both workers
+    assert on_each_worker(pg_stack, seen) == [grpc.StatusCode.OK] * 2  # now cached by both workers
 
     proxy.cut()
     time.sleep(TTL_S + 0.5)  # past the TTL: the workers try the store, and fall back to what they knew
+    assert on_each_worker(pg_stack, seen) == [grpc.StatusCode.OK] * 2
     assert [chat(pg_stack, seen) for _ in range(SPREAD)] == [200] * SPREAD
+    assert on_each_worker(pg_stack, unseen) == [grpc.StatusCode.UNAVAILABLE] * 2
     reply = request(pg_stack.base_url + "/models", key=unseen)
     check_error(reply, 503, "server_error", "auth_unavailable")
     assert reply.headers.get("retry-after") == "1"

@@ -1,0 +1,37 @@
+"""A usage record as a usage_logs row."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from ghostllm.gateway.cost import NANO_PER_USD
+from ghostllm.gateway.usage import UsageRecord
+
+COLUMNS = (
+    "id", "request_id", "created_at", "user_id", "api_key_id", "team_id", "endpoint", "model_id", "provider_id",
+    "upstream_model", "stream", "status", "error_code", "prompt_tokens", "completion_tokens", "total_tokens",
+    "cached_tokens", "reasoning_tokens", "estimated", "cost_nano_usd", "cost", "latency_ms", "ttft_ms",
+    "ip_address", "user_agent",
+)  # fmt: skip
+_PLACEHOLDERS = "(" + ", ".join("?" * len(COLUMNS)) + ")"
+
+
+def stamp(unix: float) -> str:
+    """ISO 8601 UTC with milliseconds, as the schema's defaults write it (sortable as text on SQLite)."""
+    return datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def row(r: UsageRecord) -> tuple[Any, ...]:
+    return (
+        r.record_id, r.request_id, stamp(r.started_at), r.user_id, r.api_key_id, r.team_id, r.endpoint, r.model,
+        r.provider or "", r.upstream_model or "", r.stream, r.status, r.error_code, r.prompt_tokens,
+        r.completion_tokens, r.total_tokens, r.cached_tokens, r.reasoning_tokens, r.estimated, r.cost_nano_usd,
+        r.cost_nano_usd / NANO_PER_USD, r.latency_ms, r.ttft_ms, r.client_ip, r.user_agent,
+    )  # fmt: skip
+
+
+def insert(count: int) -> str:
+    """One statement for `count` rows; a row already there (a batch written again) is skipped."""
+    values = ", ".join([_PLACEHOLDERS] * count)
+    return f"INSERT INTO usage_logs ({', '.join(COLUMNS)}) VALUES {values} ON CONFLICT (id) DO NOTHING"
