@@ -9,6 +9,7 @@ prompt tokens are billed at the model's cached-input price when it has one.
 from __future__ import annotations
 
 from decimal import ROUND_HALF_EVEN, Decimal
+from functools import lru_cache
 
 from ghostllm.config import ModelConfig
 from ghostllm.protocol.usage import Usage
@@ -17,6 +18,7 @@ NANO_PER_USD = 1_000_000_000
 _THOUSAND = Decimal(1000)
 
 
+@lru_cache(maxsize=1024)  # a handful of prices, looked up on every request
 def nano_per_token(price_per_1m: float) -> int:
     """A per-1M price as nano-USD per token (read through its decimal text, so 0.075 is 75)."""
     return int((Decimal(repr(price_per_1m)) * _THOUSAND).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))

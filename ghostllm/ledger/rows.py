@@ -31,7 +31,6 @@ def row(r: UsageRecord) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
-def insert(count: int) -> str:
-    """One statement for `count` rows; a row already there (a batch written again) is skipped."""
-    values = ", ".join([_PLACEHOLDERS] * count)
-    return f"INSERT INTO usage_logs ({', '.join(COLUMNS)}) VALUES {values} ON CONFLICT (id) DO NOTHING"
+# Run once per row of a batch (Store.execute_many: prepared once, one transaction); a row
+# already there (a batch written again) is skipped.
+INSERT = f"INSERT INTO usage_logs ({', '.join(COLUMNS)}) VALUES {_PLACEHOLDERS} ON CONFLICT (id) DO NOTHING"

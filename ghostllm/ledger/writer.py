@@ -1,5 +1,5 @@
 """The ledger sink: settle hands it each usage record; a background task writes them,
-many rows to a statement, every `interval_s` or as soon as a batch is full.
+one prepared statement and one transaction per batch, every `interval_s` or as soon as a batch is full.
 
 When the store refuses a batch, the batch goes to the spool (on disk, fsynced) and the
 request path never notices; every later successful write first replays what was
@@ -83,7 +83,7 @@ class Ledger:
 
     async def _write(self, batch: list[tuple[Any, ...]]) -> bool:
         try:
-            await self.store.execute(rows.insert(len(batch)), [v for r in batch for v in r])
+            await self.store.execute_many(rows.INSERT, batch)
         except Exception as exc:
             now = time.monotonic()
             if now - self._warned_at >= WARN_EVERY_S:

@@ -34,6 +34,8 @@ class Executor(Protocol):
 
     async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
 
+    async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+
 
 class Store(ABC):
     dialect: Dialect
@@ -63,6 +65,11 @@ class Store(ABC):
 
     @abstractmethod
     async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+
+    @abstractmethod
+    async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """One statement, prepared once, for every row, in one transaction (batched writes:
+        the usage ledger). Far cheaper than one statement with a VALUES list per row."""
 
     @abstractmethod
     def transaction(self) -> AbstractAsyncContextManager[Executor]:

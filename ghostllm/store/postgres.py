@@ -87,6 +87,10 @@ class PostgresStore(Store):
         async with self.pool.connection() as conn:
             return await _fetch_all(conn, sql, params)
 
+    async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        async with self.pool.connection() as conn, conn.transaction():
+            await _Transaction(conn).execute_many(sql, rows)
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[_Transaction]:
         async with self.pool.connection() as conn, conn.transaction():
@@ -144,6 +148,14 @@ class _Transaction:
 
     async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return await _fetch_all(self._conn, sql, params)
+
+    async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        try:
+            async with self._conn.cursor() as cursor:
+                # psycopg pipelines the rows: one round trip for the batch.
+                await cursor.executemany(_pg(sql), [tuple(r) for r in rows])
+        except pg_errors.IntegrityError as exc:
+            raise _violation(exc) from exc
 
 
 async def _applied(conn: psycopg.AsyncConnection[tuple[Any, ...]]) -> tuple[AppliedMigration, ...]:

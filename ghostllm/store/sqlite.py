@@ -96,6 +96,10 @@ class SQLiteStore(Store):
         async with self._lock:
             return await _fetch_all(self.conn, sql, params)
 
+    async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        async with self.transaction() as tx:
+            await tx.execute_many(sql, rows)
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[_Transaction]:
         async with self._lock:
@@ -166,6 +170,12 @@ class _Transaction:
 
     async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return await _fetch_all(self._conn, sql, params)
+
+    async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        try:
+            await self._conn.executemany(sql, rows)
+        except sqlite3.IntegrityError as exc:
+            raise _violation(exc) from exc
 
 
 def _violation(exc: sqlite3.IntegrityError) -> ConstraintViolation:

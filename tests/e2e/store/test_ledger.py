@@ -66,7 +66,7 @@ def test_a_batch_written_twice_counts_once(store_config: StoreConfig, tmp_path: 
     async def body(store: Store, ledger: Ledger) -> None:
         batch = [rows.row(record(i)) for i in range(10)]
         for _ in range(2):
-            await store.execute(rows.insert(len(batch)), [v for r in batch for v in r])
+            await store.execute_many(rows.INSERT, batch)
         assert (await count(store))[0] == 10
 
     run(store_config, tmp_path, body)
