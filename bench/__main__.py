@@ -332,6 +332,7 @@ def summary(results: dict[str, Any], cores: int) -> str:
         items.append(
             ("auth stages per request (cached key)", f"{au['authenticate_us'] + au['authorize_us']:.1f} us", "")
         )
+        items.append(("rate limits per request (in-process)", f"{au['limits_us']:.1f} us", ""))
     ad = results.get("adapters")
     if ad:
         base = ad["openai"]
@@ -400,7 +401,11 @@ def run(args: argparse.Namespace) -> int:
                 table(
                     "4b. auth stages  (in-process, uvloop, a cached gk- key; every request above pays them)",
                     ["stage", "us per request"],
-                    [["authenticate", cost["authenticate_us"]], ["authorize", cost["authorize_us"]]],
+                    [
+                        ["authenticate", cost["authenticate_us"]],
+                        ["authorize", cost["authorize_us"]],
+                        ["rate limits (in-process; admit + settle)", cost["limits_us"]],
+                    ],
                 )
             )
             parts: list[tuple[str, Callable[[], Any]]] = [

@@ -5,6 +5,7 @@ client's would (a cached key lookup), and the auth stage measured on its own."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import time
 from typing import Any
@@ -35,17 +36,20 @@ def provision(config: dict[str, Any]) -> str:
 
 
 def stage_cost(config: dict[str, Any], key: str, calls: int = 50_000) -> dict[str, float]:
-    """Microseconds per call of the authenticate and authorize stages, in this process, on
-    uvloop, for a cached key: what the stages add to each request in a worker."""
+    """Microseconds per call of the authenticate and authorize stages and of the rate limits
+    (admit and settle), in this process, on uvloop, for a cached key: what the stages add to
+    each request in a worker."""
     import uvloop
 
     from ghostllm.accounts.repository import AccountRepository
     from ghostllm.auth.authenticator import Authenticator
     from ghostllm.auth.tokens import TokenSigner
-    from ghostllm.config import AuthConfig
+    from ghostllm.config import AuthConfig, LimitsConfig
     from ghostllm.gateway.context import RequestContext
     from ghostllm.gateway.exchange import Exchange
-    from ghostllm.gateway.stages import Authenticate, authorize
+    from ghostllm.gateway.stages import Authenticate, RateLimit, authorize
+    from ghostllm.limits.limiter import Limiter
+    from ghostllm.limits.memory import MemoryBackend
     from ghostllm.protocol.endpoints import Endpoint
     from ghostllm.store import make_store
     from tests.support.accounts import stack_store
@@ -74,6 +78,19 @@ def stage_cost(config: dict[str, Any], key: str, calls: int = 50_000) -> dict[st
                 for ex in exchanges:
                     await fn(ex)
                 out[f"{name}_us"] = (time.perf_counter() - t0) / calls * 1e6
+            # The rate limits (in-process backend; Redis adds its round trip, shared per loop tick):
+            # a key with every kind of limit set, admitted and settled as each request would be.
+            principal = await authn.authenticate(header)
+            limited = dataclasses.replace(principal, rate_limit=10**9, tpm_limit=10**12, max_parallel=10**9)
+            rate = RateLimit(Limiter(LimitsConfig(), MemoryBackend(60_000)))
+            exchanges = [exchange() for _ in range(calls)]
+            for i, ex in enumerate(exchanges):
+                ex.principal, ex.ctx.request_id = limited, str(i)
+            t0 = time.perf_counter()
+            for ex in exchanges:
+                await rate(ex)
+                rate.limiter.settle((ex.ctx.request_id, ex.ctx.started_at), 50)
+            out["limits_us"] = (time.perf_counter() - t0) / calls * 1e6
             return out
 
     return uvloop.run(go())

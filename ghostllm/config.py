@@ -7,8 +7,8 @@ overridden with `GHOSTLLM_SERVER_<KEY>`, a nested section's with its path
 provider field with `GHOSTLLM_PROVIDER_<ID>_<KEY>` (ID upper-cased, `-` as `_`),
 the store's with `GHOSTLLM_STORE_<KEY>` (`DATABASE_URL` counts as `GHOSTLLM_STORE_URL`
 when that is unset), the accounts' with `GHOSTLLM_ACCOUNTS_<KEY>`, auth's with
-`GHOSTLLM_AUTH_<KEY>`, Redis's with `GHOSTLLM_REDIS_<KEY>` (`REDIS_URL` accepted), the catalogue's
-with `GHOSTLLM_CATALOGUE_<KEY>`, so a deployment can
+`GHOSTLLM_AUTH_<KEY>`, the limits' with `GHOSTLLM_LIMITS_<KEY>`, Redis's with
+`GHOSTLLM_REDIS_<KEY>` (`REDIS_URL` accepted), the catalogue's with `GHOSTLLM_CATALOGUE_<KEY>`, so a deployment can
 change ports or base URLs without editing the file. A list
 given in the environment is comma-separated; `id` and mappings (`headers`) are
 YAML only.
@@ -95,7 +95,17 @@ class CORSConfig:
         "x-stainless-runtime-version",
         "x-stainless-timeout",
     )
-    expose_headers: tuple[str, ...] = ("x-request-id",)
+    # What browser scripts may read: the request id, and the rate-limit headers OpenAI clients use.
+    expose_headers: tuple[str, ...] = (
+        "x-request-id",
+        "retry-after",
+        "x-ratelimit-limit-requests",
+        "x-ratelimit-remaining-requests",
+        "x-ratelimit-reset-requests",
+        "x-ratelimit-limit-tokens",
+        "x-ratelimit-remaining-tokens",
+        "x-ratelimit-reset-tokens",
+    )
     max_age_s: int = 86400
     allow_credentials: bool = False
 
@@ -212,6 +222,28 @@ class RedisConfig:
 
 
 @dataclass(frozen=True)
+class LimitsConfig:
+    # Per minute and concurrent, for a key whose own limit is unset (0: no limit). A key's own
+    # value (rate_limit, tpm_limit, max_parallel) wins, 0 included; a team's come from the store.
+    default_rpm: int = 0
+    default_tpm: int = 0
+    default_parallel: int = 0
+    # Per user, over all of the user's keys and login tokens together (0: no limit).
+    user_rpm: int = 0
+    user_tpm: int = 0
+    user_parallel: int = 0
+    # Completion tokens reserved at admission for a request that sets no max_tokens and whose
+    # model has no max_output_tokens (the real count replaces it when the request ends).
+    completion_estimate: int = 256
+    # Redis unreachable or slow: "open" serves unchecked (a warning at most once a minute), "closed" answers 503.
+    on_redis_error: str = "open"
+    # The deadline of one Redis round trip.
+    redis_timeout_s: float = 0.2
+    # How long a parallel slot outlives a worker that died holding it; 0: server.request_timeout_s + 60.
+    slot_ttl_s: float = 0.0
+
+
+@dataclass(frozen=True)
 class CatalogueConfig:
     # How often each worker asks the store whether providers or models changed (one small
     # query, never in the request path). Without Redis this bounds how late an admin change
@@ -287,6 +319,7 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
     ledger: LedgerConfig = field(default_factory=LedgerConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     catalogue: CatalogueConfig = field(default_factory=CatalogueConfig)
     providers: tuple[ProviderConfig, ...] = ()
     models: tuple[ModelConfig, ...] = ()
@@ -482,6 +515,13 @@ def _validate(config: Config) -> None:
         raise ConfigError("ledger.flush_interval_s: expected more than 0 and at most 60")
     if config.redis.url and not config.redis.url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError("redis.url: expected redis://host:port/db, rediss://... or unix://...")
+    lim = config.limits
+    if min(lim.default_rpm, lim.default_tpm, lim.default_parallel, lim.user_rpm, lim.user_tpm, lim.user_parallel) < 0:
+        raise ConfigError("limits: expected limits >= 0 (0: no limit)")
+    if lim.on_redis_error not in ("open", "closed"):
+        raise ConfigError(f"limits.on_redis_error: expected open or closed, got {lim.on_redis_error!r}")
+    if not 0 < lim.redis_timeout_s <= 5 or lim.slot_ttl_s < 0 or lim.completion_estimate < 0:
+        raise ConfigError("limits: expected 0 < redis_timeout_s <= 5, slot_ttl_s >= 0 and completion_estimate >= 0")
     if not 0 < config.catalogue.poll_s <= 4:
         raise ConfigError("catalogue.poll_s: expected more than 0 and at most 4 (a change must be seen within 5 s)")
     if config.catalogue.poll_pushed_s < config.catalogue.poll_s:
@@ -518,6 +558,7 @@ def parse_config(raw: Mapping[str, Any], *, env: Mapping[str, str] | None = None
         auth=_apply_env(config.auth, "GHOSTLLM_AUTH_", env),
         redis=_redis(config.redis, env),
         ledger=_apply_env(config.ledger, "GHOSTLLM_LEDGER_", env),
+        limits=_apply_env(config.limits, "GHOSTLLM_LIMITS_", env),
         catalogue=_apply_env(config.catalogue, "GHOSTLLM_CATALOGUE_", env),
         providers=tuple(
             _default_base_url(_apply_env(p, f"GHOSTLLM_PROVIDER_{_env_key(p.id)}_", env)) for p in config.providers

@@ -26,12 +26,15 @@ class GhostError(Exception):
         param: str | None = None,
         code: str | None = None,
         retry_after: str | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
     ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
         self.code = code if code is not None else self.default_code
         self.retry_after = retry_after
+        # Sent with the error (REST headers, gRPC trailing metadata): the x-ratelimit-* of a 429.
+        self.headers = headers
 
     def to_dict(self) -> dict[str, object]:
         return {

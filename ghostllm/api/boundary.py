@@ -99,6 +99,8 @@ async def abort(context: Context, err: GhostError) -> NoReturn:
     ]
     if err.retry_after:
         metadata.append(("retry-after", err.retry_after[:100]))
+    # Ours, short and ASCII (x-ratelimit-*): Envoy passes them to REST clients as headers.
+    metadata += err.headers
     await context.abort(err.grpc_code, err.message, trailing_metadata=tuple(metadata))
     raise AssertionError("unreachable")  # context.abort always raises
 

@@ -36,6 +36,10 @@ class Principal:
     tpm_limit: int | None = None
     max_parallel: int | None = None
     budget_limit: float | None = None
+    # The team's own limits (a key's team, or its user's), for the rate limits.
+    team_rate_limit: int | None = None
+    team_tpm_limit: int | None = None
+    team_max_parallel: int | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -47,7 +51,7 @@ class Principal:
 
     @classmethod
     def of_key(cls, match: KeyMatch) -> Principal:
-        key, user = match.key, match.user
+        key, user, team = match.key, match.user, match.team
         return cls(
             via=Via.KEY,
             user_id=key.user_id,
@@ -59,6 +63,9 @@ class Principal:
             tpm_limit=key.tpm_limit,
             max_parallel=key.max_parallel,
             budget_limit=key.budget_limit,
+            team_rate_limit=team.rate_limit if team else None,
+            team_tpm_limit=team.tpm_limit if team else None,
+            team_max_parallel=team.max_parallel if team else None,
         )
 
     @classmethod

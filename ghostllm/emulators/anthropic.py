@@ -20,6 +20,8 @@ from typing import Any
 
 from aiohttp import web
 
+from ghostllm.emulators import contract
+
 Json = dict[str, Any]
 
 MODELS = ("anthropic-small", "anthropic-large")
@@ -33,7 +35,6 @@ ERRORS = {
     "error-503": (503, "api_error", "Service unavailable"),
     "overloaded": (529, "overloaded_error", "Overloaded"),
 }
-RETRY_AFTER = "7"
 TOP_LEVEL = frozenset(
     (
         "model", "messages", "max_tokens", "system", "stop_sequences", "stream", "temperature", "top_p", "top_k",
@@ -50,10 +51,6 @@ class Invalid(Exception):
 
 def _new_id(prefix: str) -> str:
     return prefix + secrets.token_urlsafe(18).replace("-", "a").replace("_", "b")
-
-
-def _words(text: str) -> int:
-    return len(text.split())
 
 
 def _blocks(content: Any) -> list[Json]:
@@ -205,7 +202,7 @@ class Cache:
             blocks += _blocks(m["content"])
         for block in blocks:
             parts.append(block)
-            words += _words(_block_text(block))
+            words += contract.words(_block_text(block))
             if "cache_control" in block:
                 cached_words = words
                 key = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
@@ -222,15 +219,15 @@ def answer(body: Json, cache: Cache) -> Answer:
     user_text = " ".join(b["text"] for b in last if b.get("type") == "text")
     images = sum(1 for b in last if b.get("type") == "image")
     system = body.get("system")
-    words = sum(_words(_block_text(b)) for b in _blocks(system)) if system else 0
-    words += sum(_words(_block_text(b)) for m in messages for b in _blocks(m["content"]))
+    words = sum(contract.words(_block_text(b)) for b in _blocks(system)) if system else 0
+    words += sum(contract.words(_block_text(b)) for m in messages for b in _blocks(m["content"]))
     cached, hit = cache.split(body)
     out = Answer(input_tokens=words - cached, cache_read=cached if hit else 0, cache_written=0 if hit else cached)
     thinking = body.get("thinking") or {}
     if thinking.get("type") == "enabled":
         thought = f"Thinking about: {user_text}"
         out.blocks.append({"type": "thinking", "thinking": thought, "signature": _new_id("sig_")})
-        out.thinking_tokens = _words(thought)
+        out.thinking_tokens = contract.words(thought)
         out.output_tokens += out.thinking_tokens
     results = [b for b in last if b.get("type") == "tool_result"]
     choice = (body.get("tool_choice") or {}).get("type")
@@ -256,7 +253,7 @@ def answer(body: Json, cache: Cache) -> Answer:
         out.stop_sequence = None
     if text:
         out.blocks.append({"type": "text", "text": text})
-    out.output_tokens += _words(text)
+    out.output_tokens += contract.words(text)
     return out
 
 
@@ -356,24 +353,16 @@ def _error(status: int, kind: str, msg: str, headers: dict[str, str] | None = No
     return web.json_response(body, status=status, headers=headers)
 
 
-REQUESTS = web.AppKey("requests", list[Json])
 CACHE = web.AppKey("cache", Cache)
 
 
-async def _record(request: web.Request) -> Any:
+async def _body(request: web.Request) -> Any:
+    # The body as it came (contract.Recorder has recorded it): JSON, or its text for _check to refuse.
     raw = await request.read()
     try:
-        body = json.loads(raw) if raw else None
+        return json.loads(raw) if raw else None
     except ValueError:
-        body = raw.decode("utf-8", "replace")
-    entry = {
-        "method": request.method,
-        "path": request.path_qs,
-        "headers": {k.lower(): v for k, v in request.headers.items()},
-        "body": body,
-    }
-    request.app[REQUESTS].append(entry)
-    return body
+        return raw.decode("utf-8", "replace")
 
 
 def _auth_error(request: web.Request) -> web.Response | None:
@@ -387,14 +376,14 @@ def _auth_error(request: web.Request) -> web.Response | None:
 
 
 async def messages(request: web.Request) -> web.StreamResponse:
-    body = await _record(request)
+    body = await _body(request)
     refused = _auth_error(request)
     if refused is not None:
         return refused
     model = body.get("model") if isinstance(body, dict) else None
     if model in ERRORS:
         status, kind, msg = ERRORS[model]
-        return _error(status, kind, msg, {"retry-after": RETRY_AFTER} if status == 429 else None)
+        return _error(status, kind, msg, {"retry-after": contract.RETRY_AFTER} if status == 429 else None)
     try:
         _check(body)
     except Invalid as exc:
@@ -426,7 +415,6 @@ def _model(name: str) -> Json:
 
 
 async def list_models(request: web.Request) -> web.Response:
-    await _record(request)
     refused = _auth_error(request)
     if refused is not None:
         return refused
@@ -435,7 +423,6 @@ async def list_models(request: web.Request) -> web.Response:
 
 
 async def get_model(request: web.Request) -> web.Response:
-    await _record(request)
     refused = _auth_error(request)
     if refused is not None:
         return refused
@@ -445,28 +432,20 @@ async def get_model(request: web.Request) -> web.Response:
     return web.json_response(_model(name))
 
 
-async def requests_seen(request: web.Request) -> web.Response:
-    return web.json_response(request.app[REQUESTS])
-
-
-async def reset(request: web.Request) -> web.Response:
-    request.app[REQUESTS].clear()
-    request.app[CACHE].seen.clear()
-    return web.json_response({"ok": True})
-
-
 def make_app() -> web.Application:
-    app = web.Application(client_max_size=64 * 1024 * 1024)
-    app[REQUESTS] = []
-    app[CACHE] = Cache()
-    app.router.add_post("/v1/messages", messages)
-    app.router.add_get("/v1/models", list_models)
-    app.router.add_get("/v1/models/{name}", get_model)
-    app.router.add_get("/_emulator/requests", requests_seen)
-    app.router.add_post("/_emulator/reset", reset)
+    cache = Cache()
+    # A reset forgets the cached prefixes too: a test after it sees a cold cache.
+    app = contract.app(
+        [
+            web.post("/v1/messages", messages),
+            web.get("/v1/models", list_models),
+            web.get("/v1/models/{name}", get_model),
+        ],
+        on_reset=cache.seen.clear,
+    )
+    app[CACHE] = cache
     return app
 
 
 def run(host: str, port: int) -> None:
-    """Serve until SIGTERM or SIGINT (aiohttp's run_app handles both)."""
-    web.run_app(make_app(), host=host, port=port, print=None, access_log=None)
+    contract.serve(make_app(), host, port)

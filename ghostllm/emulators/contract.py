@@ -139,10 +139,12 @@ def packed(vector: list[float]) -> bytes:
 
 
 class Recorder:
-    """Every request received (but its own), for tests to check what an adapter sent."""
+    """Every request received (but its own), for tests to check what an adapter sent.
+    `on_reset`: what else a reset forgets (an emulator's own state, such as a prompt cache)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_reset: Callable[[], None] | None = None) -> None:
         self.requests: list[dict[str, Any]] = []
+        self.on_reset = on_reset
 
     @web.middleware
     async def middleware(
@@ -171,11 +173,13 @@ class Recorder:
 
     async def reset(self, _: web.Request) -> web.Response:
         self.requests.clear()
+        if self.on_reset is not None:
+            self.on_reset()
         return web.json_response({"ok": True})
 
 
-def app(routes: list[web.RouteDef]) -> web.Application:
-    recorder = Recorder()
+def app(routes: list[web.RouteDef], on_reset: Callable[[], None] | None = None) -> web.Application:
+    recorder = Recorder(on_reset)
     application = web.Application(middlewares=[recorder.middleware], client_max_size=64 * 1024 * 1024)
     application.add_routes(
         [*routes, web.get("/_emulator/requests", recorder.list), web.post("/_emulator/reset", recorder.reset)]

@@ -1,12 +1,19 @@
 """The admit stages. Each takes the exchange and either fills it in or raises the
 error the client gets; the worker lists them in order (see server/worker.py):
-authenticate, decode, authorize, resolve the model."""
+authenticate, decode, authorize, resolve the model, rate limits."""
 
 from __future__ import annotations
+
+import math
+
+import orjson
 
 from ghostllm.auth.authenticator import Authenticator
 from ghostllm.errors import PermissionDenied
 from ghostllm.gateway.exchange import Exchange
+from ghostllm.gateway.pipeline import CHARS_PER_TOKEN, MAX_FIELD_CHARS
+from ghostllm.gateway.usage import UsageRecord
+from ghostllm.limits.limiter import Limiter
 from ghostllm.protocol.endpoints import Endpoint
 from ghostllm.routing.catalogue import Catalogue
 
@@ -67,3 +74,47 @@ class ResolveModel:
             return  # the listing, or an endpoint without a model
         ex.model = self.catalogue.resolve(ex.requested_model, ex.endpoint.capability)
         ex.deployment = ex.model.deployment
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+class RateLimit:
+    """Requests, tokens and parallel requests per key, user and team (ghostllm/limits/).
+    After the model is resolved: a request for a model that does not exist costs nothing,
+    and the model's max_output_tokens is known for the estimate. Also the settle sink."""
+
+    def __init__(self, limiter: Limiter) -> None:
+        self.limiter = limiter
+
+    async def __call__(self, ex: Exchange) -> None:
+        p = ex.principal
+        if p is None or ex.endpoint.capability is None:
+            return  # only calls that reach a model are limited
+        request = (ex.ctx.request_id[:MAX_FIELD_CHARS], ex.ctx.started_at)
+        sent = await self.limiter.admit(p, request, lambda: self.estimate(ex))
+        if sent:
+            ex.ctx.response_headers += sent
+
+    def estimate(self, ex: Exchange) -> int:
+        """Tokens reserved at admission: the prompt at 4 characters a token, plus the most the
+        answer may take (max_completion_tokens or max_tokens, else the model's default) per choice."""
+        body = ex.body or {}
+        sent = body.get("messages") or body.get("prompt") or body.get("input")
+        try:
+            prompt = math.ceil(len(orjson.dumps(sent)) / CHARS_PER_TOKEN) if sent else 0
+        except orjson.JSONEncodeError:
+            prompt = 0
+        if ex.endpoint is Endpoint.EMBEDDINGS:
+            return prompt
+        most = _int(body.get("max_completion_tokens"))
+        if most is None:
+            most = _int(body.get("max_tokens"))
+        if most is None:
+            default = ex.model.config.max_output_tokens if ex.model is not None else 0
+            most = default or self.limiter.config.completion_estimate
+        return prompt + most * max(_int(body.get("n")) or 1, 1)
+
+    def settle(self, record: UsageRecord) -> None:
+        self.limiter.settle((record.request_id, record.started_at), record.total_tokens)

@@ -11,17 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import orjson
-
 from ghostllm.config import ModelConfig
-from ghostllm.errors import GhostError, InvalidRequest, ProviderError
-from ghostllm.protocol.common import too_deep
+from ghostllm.errors import GhostError, InvalidRequest
 from ghostllm.protocol.endpoints import Endpoint
 from ghostllm.providers.anthropic_reply import completion, status_error
 from ghostllm.providers.anthropic_request import messages_request
 from ghostllm.providers.anthropic_stream import AnthropicStreamDecoder
 from ghostllm.providers.base import Json, Reply
-from ghostllm.providers.translator import StreamDecoder, Translator, UpstreamRequest
+from ghostllm.providers.openai import model_ids
+from ghostllm.providers.translator import StreamDecoder, Translator, UpstreamRequest, encode_body
 
 # The API version every request is written against (the wire format below).
 ANTHROPIC_VERSION = "2023-06-01"
@@ -51,11 +49,7 @@ class AnthropicTranslator(Translator):
     ) -> UpstreamRequest:
         self._chat_only(endpoint)
         out = messages_request(body, model, stream=stream, entry=entry, provider=self.id)
-        try:
-            data = orjson.dumps(out)
-        except orjson.JSONEncodeError:
-            raise too_deep(body) from None
-        return UpstreamRequest(MESSAGES_PATH, data)
+        return UpstreamRequest(MESSAGES_PATH, encode_body(out, body))
 
     def reply(self, endpoint: Endpoint, raw: bytes) -> Reply:
         self._chat_only(endpoint)
@@ -72,8 +66,5 @@ class AnthropicTranslator(Translator):
         return MODELS_PATH
 
     def models(self, raw: bytes) -> list[str]:
-        try:
-            data = orjson.loads(raw)
-            return [str(m["id"]) for m in data["data"]]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            raise ProviderError(f"provider {self.id} returned an invalid model list") from None
+        # Anthropic's listing has OpenAI's shape (data[].id).
+        return model_ids(self.id, raw)

@@ -10,9 +10,9 @@ from typing import Any
 import orjson
 
 from ghostllm.errors import GhostError, ProviderError, ServiceUnavailable
-from ghostllm.protocol.usage import Usage
+from ghostllm.protocol.usage import Usage, count, count_or_none, usage_to_openai
 from ghostllm.providers.base import Json, Reply
-from ghostllm.providers.openai import upstream_message, upstream_status_error
+from ghostllm.providers.openai import malformed, upstream_message, upstream_status_error
 
 # Anthropic's stop_reason as OpenAI's finish_reason. pause_turn (a server tool paused a
 # long turn) ends this answer like end_turn does; the client may continue it.
@@ -46,42 +46,17 @@ def finish_reason(stop_reason: Any) -> str:
     return FINISH_REASONS.get(stop_reason, "stop") if isinstance(stop_reason, str) else "stop"
 
 
-def _int(v: Any) -> int:
-    return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else 0
-
-
-def _opt_int(v: Any) -> int | None:
-    return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
-
-
 def usage_of(u: Mapping[str, Any]) -> Usage:
     """Anthropic's input_tokens leaves out the cached part of the prompt; OpenAI's
     prompt_tokens counts it (and says how much of it was cached), so it is added back.
     Thinking is inside output_tokens already."""
-    read = _opt_int(u.get("cache_read_input_tokens"))
-    written = _opt_int(u.get("cache_creation_input_tokens"))
-    prompt = _int(u.get("input_tokens")) + (read or 0) + (written or 0)
-    completion = _int(u.get("output_tokens"))
+    read = count_or_none(u.get("cache_read_input_tokens"))
+    written = count_or_none(u.get("cache_creation_input_tokens"))
+    prompt = count(u.get("input_tokens")) + (read or 0) + (written or 0)
+    completion = count(u.get("output_tokens"))
     details = u.get("output_tokens_details")
-    thinking = _opt_int(details.get("thinking_tokens")) if isinstance(details, dict) else None
+    thinking = count_or_none(details.get("thinking_tokens")) if isinstance(details, dict) else None
     return Usage(prompt, completion, prompt + completion, read, thinking, written)
-
-
-def openai_usage(u: Usage) -> Json:
-    out: Json = {
-        "prompt_tokens": u.prompt_tokens,
-        "completion_tokens": u.completion_tokens,
-        "total_tokens": u.total_tokens,
-    }
-    if u.cached_tokens is not None:
-        out["prompt_tokens_details"] = {"cached_tokens": u.cached_tokens}
-    if u.reasoning_tokens is not None:
-        out["completion_tokens_details"] = {"reasoning_tokens": u.reasoning_tokens}
-    return out
-
-
-def malformed(provider: str, what: str) -> ProviderError:
-    return ProviderError(f"provider {provider} returned a malformed answer: {what}")
 
 
 def completion(provider: str, raw: bytes) -> Reply:
@@ -91,6 +66,7 @@ def completion(provider: str, raw: bytes) -> Reply:
         msg = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise ProviderError(f"provider {provider} returned a body that is not JSON: {raw[:200]!r}") from None
+    # Not json_object(): a body that is JSON but not an object is reported as this, not as "unexpected JSON".
     if not isinstance(msg, dict) or not isinstance(msg.get("content"), list):
         raise malformed(provider, "no content list")
     texts: list[str] = []
@@ -125,7 +101,7 @@ def completion(provider: str, raw: bytes) -> Reply:
         ],
     }
     if usage is not None:
-        data["usage"] = openai_usage(usage)
+        data["usage"] = usage_to_openai(usage)
     return Reply(data, usage)
 
 

@@ -16,9 +16,10 @@ from typing import Any
 import orjson
 
 from ghostllm.errors import ProviderError
-from ghostllm.protocol.usage import Usage
-from ghostllm.providers.anthropic_reply import finish_reason, openai_usage, stream_error, usage_of
+from ghostllm.protocol.usage import Usage, usage_to_openai
+from ghostllm.providers.anthropic_reply import finish_reason, stream_error, usage_of
 from ghostllm.providers.base import Json
+from ghostllm.providers.openai import stream_object
 from ghostllm.providers.sse import SSEFramer
 from ghostllm.providers.translator import StreamDecoder
 
@@ -95,12 +96,7 @@ class AnthropicStreamDecoder(StreamDecoder):
         for payload in self._framer.feed(data):
             if self.done:
                 break
-            try:
-                event = orjson.loads(payload)
-            except orjson.JSONDecodeError:
-                raise self._bad(payload) from None
-            if not isinstance(event, dict):
-                raise self._bad(payload)
+            event = stream_object(self._provider, payload)
             kind = event.get("type")
             if kind == "content_block_delta":
                 delta = event.get("delta")
@@ -165,7 +161,7 @@ class AnthropicStreamDecoder(StreamDecoder):
                             "created": self._created,
                             "model": self._model,
                             "choices": [],
-                            "usage": openai_usage(self.usage),
+                            "usage": usage_to_openai(self.usage),
                         }
                     )
                 self.done = True

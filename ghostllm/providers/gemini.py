@@ -27,13 +27,12 @@ from ghostllm.errors import (
     RateLimited,
     ServiceUnavailable,
 )
-from ghostllm.protocol.common import too_deep
 from ghostllm.protocol.endpoints import Endpoint
 from ghostllm.protocol.usage import Usage
 from ghostllm.providers.base import Json, Reply
 from ghostllm.providers.gemini_stream import SIGNATURE_MARK, GeminiStreamDecoder, chat_reply
-from ghostllm.providers.openai import upstream_message, upstream_status_error
-from ghostllm.providers.translator import StreamDecoder, Translator, UpstreamRequest
+from ghostllm.providers.openai import json_object, upstream_message, upstream_status_error
+from ghostllm.providers.translator import StreamDecoder, Translator, UpstreamRequest, encode_body
 
 API = "/v1beta"
 # OpenAI's reasoning_effort as a Gemini thinking budget (tokens): the values Google's own
@@ -346,16 +345,6 @@ def embed_body(provider: str, body: Json, model: str) -> tuple[str, Json]:
 # ----------------------------------------------------------------------- answers
 
 
-def _json_object(provider: str, raw: bytes) -> Json:
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise ProviderError(f"provider {provider} returned a body that is not JSON: {raw[:200]!r}") from None
-    if not isinstance(data, dict):
-        raise ProviderError(f"provider {provider} returned unexpected JSON")
-    return data
-
-
 def embeddings_reply(provider: str, data: Json) -> Reply:
     items = data.get("embeddings")
     if items is None and isinstance(data.get("embedding"), dict):
@@ -412,14 +401,10 @@ class GeminiTranslator(Translator):
             path = f"{API}/{name}:{method}"
         else:
             raise _unsupported(self.id, "the legacy completions endpoint (use chat completions)", "prompt")
-        try:
-            data = orjson.dumps(out)
-        except orjson.JSONEncodeError:
-            raise too_deep(body) from None
-        return UpstreamRequest(path, data)
+        return UpstreamRequest(path, encode_body(out, body))
 
     def reply(self, endpoint: Endpoint, raw: bytes) -> Reply:
-        data = _json_object(self.id, raw)
+        data = json_object(self.id, raw)
         if endpoint is Endpoint.EMBEDDINGS:
             # Floats whatever encoding_format said: the answer has no link to the request
             # here, and the openai SDK (which asks base64 by default) takes either.

@@ -23,9 +23,9 @@ from typing import Any
 import orjson
 
 from ghostllm.errors import ProviderError
-from ghostllm.protocol.usage import Usage
+from ghostllm.protocol.usage import Usage, count, usage_to_openai
 from ghostllm.providers.base import Json, Reply
-from ghostllm.providers.openai import upstream_message
+from ghostllm.providers.openai import malformed, stream_object, upstream_message
 from ghostllm.providers.translator import StreamDecoder
 
 # Between our tool-call id and the thought signature it carries: neither ours nor
@@ -42,39 +42,21 @@ FAILED = frozenset(
 MAX_EVENT_BYTES = 64 * 1024 * 1024
 
 
-def _int(v: Any) -> int:
-    # type() is: a bool is not a count.
-    return v if type(v) is int and v >= 0 else 0
-
-
 def usage_from_gemini(meta: Any) -> Usage | None:
     if not isinstance(meta, dict):
         return None
     # Tokens of tool-use prompts (code execution results) are input like the prompt's.
-    prompt = _int(meta.get("promptTokenCount")) + _int(meta.get("toolUsePromptTokenCount"))
+    prompt = count(meta.get("promptTokenCount")) + count(meta.get("toolUsePromptTokenCount"))
     thoughts = meta.get("thoughtsTokenCount")
-    completion = _int(meta.get("candidatesTokenCount")) + _int(thoughts)
+    completion = count(meta.get("candidatesTokenCount")) + count(thoughts)
     cached = meta.get("cachedContentTokenCount")
     return Usage(
         prompt_tokens=prompt,
         completion_tokens=completion,
-        total_tokens=_int(meta.get("totalTokenCount")) or prompt + completion,
-        cached_tokens=_int(cached) if cached is not None else None,
-        reasoning_tokens=_int(thoughts) if thoughts is not None else None,
+        total_tokens=count(meta.get("totalTokenCount")) or prompt + completion,
+        cached_tokens=count(cached) if cached is not None else None,
+        reasoning_tokens=count(thoughts) if thoughts is not None else None,
     )
-
-
-def usage_json(u: Usage) -> Json:
-    out: Json = {
-        "prompt_tokens": u.prompt_tokens,
-        "completion_tokens": u.completion_tokens,
-        "total_tokens": u.total_tokens,
-    }
-    if u.cached_tokens is not None:
-        out["prompt_tokens_details"] = {"cached_tokens": u.cached_tokens}
-    if u.reasoning_tokens is not None:
-        out["completion_tokens_details"] = {"reasoning_tokens": u.reasoning_tokens}
-    return out
 
 
 def finish_reason(provider: str, reason: Any, has_calls: bool, candidate: Json) -> str:
@@ -115,10 +97,6 @@ def _logprobs(result: Any) -> Json | None:
     return {"content": content}
 
 
-def _malformed(provider: str, what: str) -> ProviderError:
-    return ProviderError(f"provider {provider} returned a malformed answer: {what}")
-
-
 def _parts(provider: str, candidate: Json) -> list[Json]:
     content = candidate.get("content")
     if content is None:
@@ -127,14 +105,14 @@ def _parts(provider: str, candidate: Json) -> list[Json]:
     if parts is None:
         return []
     if not isinstance(parts, list) or not all(isinstance(p, dict) for p in parts):
-        raise _malformed(provider, "candidate content parts are not a list of objects")
+        raise malformed(provider, "candidate content parts are not a list of objects")
     return parts
 
 
 def _call(provider: str, part: Json, call_id: str, k: int) -> Json:
     fn = part["functionCall"]
     if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-        raise _malformed(provider, "a functionCall without a name")
+        raise malformed(provider, "a functionCall without a name")
     args = fn.get("args")
     return {
         "index": k,
@@ -154,7 +132,7 @@ def _candidates(provider: str, data: Json) -> list[Json]:
     if candidates is None:
         return []
     if not isinstance(candidates, list) or not all(isinstance(c, dict) for c in candidates):
-        raise _malformed(provider, "'candidates' is not a list of objects")
+        raise malformed(provider, "'candidates' is not a list of objects")
     return candidates
 
 
@@ -171,7 +149,7 @@ def _response_id(data: Json, seed: str) -> str:
 def chat_reply(provider: str, data: Json, seed: str) -> Reply:
     candidates = _candidates(provider, data)
     if not candidates and not _blocked(data):
-        raise _malformed(provider, "no candidates and no block reason")
+        raise malformed(provider, "no candidates and no block reason")
     choices = []
     for pos, cand in enumerate(candidates):
         index = _index(cand, pos)
@@ -214,7 +192,7 @@ def chat_reply(provider: str, data: Json, seed: str) -> Reply:
         "choices": choices,
     }
     if usage is not None:
-        out["usage"] = usage_json(usage)
+        out["usage"] = usage_to_openai(usage)
     return Reply(out, usage)
 
 
@@ -294,7 +272,7 @@ class GeminiStreamDecoder(StreamDecoder):
         out.append(self._chunk(finals))
         if self.usage is not None:
             usage_chunk = self._chunk([])
-            usage_chunk["usage"] = usage_json(self.usage)
+            usage_chunk["usage"] = usage_to_openai(self.usage)
             out.append(usage_chunk)
         self.done = True
         return out
@@ -309,12 +287,7 @@ class GeminiStreamDecoder(StreamDecoder):
         }
 
     def _event(self, payload: bytes, out: list[Json]) -> None:
-        try:
-            data = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            data = None
-        if not isinstance(data, dict):
-            raise ProviderError(f"provider {self._provider} sent an invalid stream event: {payload[:200]!r}")
+        data = stream_object(self._provider, payload)
         if "error" in data:
             raise ProviderError(f"provider {self._provider} failed mid-stream: {upstream_message(payload)}")
         if not self._id:

@@ -24,33 +24,21 @@ import orjson
 from ghostllm.config import ModelConfig
 from ghostllm.errors import GhostError, ProviderError, ServiceUnavailable
 from ghostllm.protocol.endpoints import Endpoint
-from ghostllm.protocol.usage import Usage
+from ghostllm.protocol.usage import Usage, count, usage_to_openai
 from ghostllm.providers import ollama_request as oreq
 from ghostllm.providers.base import Json, Reply
 from ghostllm.providers.ndjson import NDJSONFramer
-from ghostllm.providers.openai import upstream_message, upstream_status_error
-from ghostllm.providers.translator import StreamDecoder, Translator, UpstreamRequest
+from ghostllm.providers.openai import json_object, malformed, stream_object, upstream_message, upstream_status_error
+from ghostllm.providers.translator import RelayFirstDecoder, StreamDecoder, Translator, UpstreamRequest, encode_body
 
 PATHS = {Endpoint.CHAT: "/api/chat", Endpoint.COMPLETIONS: "/api/generate", Endpoint.EMBEDDINGS: "/api/embed"}
 TAGS_PATH = "/api/tags"
 
 
-def _malformed(provider: str, what: str) -> ProviderError:
-    return ProviderError(f"provider {provider} returned a malformed answer: {what}")
-
-
-def _int(v: Any) -> int:
-    return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else 0
-
-
 def usage_of(data: Json) -> Usage:
-    prompt = _int(data.get("prompt_eval_count"))
-    completion = _int(data.get("eval_count"))
+    prompt = count(data.get("prompt_eval_count"))
+    completion = count(data.get("eval_count"))
     return Usage(prompt, completion, prompt + completion)
-
-
-def usage_json(u: Usage) -> Json:
-    return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens}
 
 
 def finish_reason(done_reason: Any, called: bool) -> str:
@@ -67,7 +55,7 @@ def tool_call(provider: str, call: Any, index: int) -> Json:
     """One Ollama tool call as an OpenAI one (with `index`, as stream deltas carry it)."""
     fn = call.get("function") if isinstance(call, dict) else None
     if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-        raise _malformed(provider, "a tool call without function.name")
+        raise malformed(provider, "a tool call without function.name")
     args = fn.get("arguments")
     if isinstance(args, dict):
         text = orjson.dumps(args).decode()
@@ -76,7 +64,7 @@ def tool_call(provider: str, call: Any, index: int) -> Json:
     elif args is None:
         text = "{}"
     else:
-        raise _malformed(provider, "tool call arguments that are not an object")
+        raise malformed(provider, "tool call arguments that are not an object")
     cid = call.get("id")
     return {
         "index": index,
@@ -89,13 +77,13 @@ def tool_call(provider: str, call: Any, index: int) -> Json:
 def _message(provider: str, data: Json) -> Json:
     msg = data.get("message")
     if not isinstance(msg, dict):
-        raise _malformed(provider, "'message' is not an object")
+        raise malformed(provider, "'message' is not an object")
     content = msg.get("content")
     if content is not None and not isinstance(content, str):
-        raise _malformed(provider, "message content is not a string")
+        raise malformed(provider, "message content is not a string")
     calls = msg.get("tool_calls")
     if calls is not None and not isinstance(calls, list):
-        raise _malformed(provider, "tool_calls is not a list")
+        raise malformed(provider, "tool_calls is not a list")
     return msg
 
 
@@ -106,26 +94,23 @@ def _logprobs(data: Json) -> Json | None:
 
 
 def _json_object(provider: str, raw: bytes) -> Json:
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise ProviderError(f"provider {provider} returned a body that is not JSON: {raw[:200]!r}") from None
-    if not isinstance(data, dict):
-        raise ProviderError(f"provider {provider} returned unexpected JSON")
+    # Ollama may answer 200 with an error object in place of the answer.
+    data = json_object(provider, raw)
     if data.get("error") is not None:
         raise ProviderError(f"provider {provider} failed: {upstream_message(raw)}")
     return data
 
 
-class OllamaStreamDecoder(StreamDecoder):
+class OllamaStreamDecoder(RelayFirstDecoder):
     """Ollama's NDJSON: one object per line, `done: true` on the last (with done_reason
     and the counts). Chat lines carry `message`, generate lines `response`."""
 
     __slots__ = (
-        "_calls", "_chat", "_created", "_error", "_framer", "_id", "_object", "_provider", "_started", "done", "usage",
+        "_calls", "_chat", "_created", "_framer", "_id", "_object", "_provider", "_started", "done", "usage",
     )  # fmt: skip
 
     def __init__(self, provider: str, endpoint: Endpoint) -> None:
+        super().__init__()
         self._framer = NDJSONFramer()
         self._provider = provider
         self._chat = endpoint is Endpoint.CHAT
@@ -136,8 +121,6 @@ class OllamaStreamDecoder(StreamDecoder):
         self._calls = 0
         self.usage = None
         self.done = False
-        # An error line that followed chunks of the same read: raised once they are relayed.
-        self._error: ProviderError | None = None
 
     def _chunk(self, model: Any, choices: list[Json]) -> Json:
         return {"id": self._id, "object": self._object, "created": self._created, "model": model, "choices": choices}
@@ -166,12 +149,7 @@ class OllamaStreamDecoder(StreamDecoder):
         return delta
 
     def _line(self, line: bytes, out: list[Json]) -> None:
-        try:
-            data = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            data = None
-        if not isinstance(data, dict):
-            raise ProviderError(f"provider {self._provider} sent an invalid stream line: {line[:200]!r}")
+        data = stream_object(self._provider, line, "line")
         if data.get("error") is not None:
             raise ProviderError(f"provider {self._provider} failed mid-stream: {upstream_message(line)}")
         model = data.get("model")
@@ -184,7 +162,7 @@ class OllamaStreamDecoder(StreamDecoder):
         else:
             text = data.get("response")
             if not isinstance(text, str):
-                raise _malformed(self._provider, "'response' is not a string")
+                raise malformed(self._provider, "'response' is not a string")
             if text:
                 out.append(self._chunk(model, [{"index": 0, "text": text, "logprobs": None, "finish_reason": None}]))
         if data.get("done") is True:
@@ -194,31 +172,15 @@ class OllamaStreamDecoder(StreamDecoder):
             self.usage = usage_of(data)
             # The usage chunk, as OpenAI sends it: no choices (the gateway shows it to clients who asked).
             last = self._chunk(model, [])
-            last["usage"] = usage_json(self.usage)
+            last["usage"] = usage_to_openai(self.usage)
             out.append(last)
             self.done = True
 
-    def feed(self, data: bytes) -> list[Json]:
-        if self._error is not None:
-            raise self._error
-        out: list[Json] = []
+    def _decode(self, data: bytes, out: list[Json]) -> None:
         for line in self._framer.feed(data):
-            try:
-                self._line(line, out)
-            except ProviderError as err:
-                if not out:
-                    raise
-                # What came before the failure in this read still reaches the client first.
-                self._error = err
-                return out
+            self._line(line, out)
             if self.done:
                 break
-        return out
-
-    def end(self) -> list[Json]:
-        if self._error is not None:
-            raise self._error
-        return []
 
 
 class OllamaTranslator(Translator):
@@ -236,7 +198,7 @@ class OllamaTranslator(Translator):
             out = oreq.generate(body, model, self.id, stream=stream)
         else:
             out = oreq.embed(body, model, self.id)
-        return UpstreamRequest(PATHS[endpoint], oreq.encode(out, body))
+        return UpstreamRequest(PATHS[endpoint], encode_body(out, body))
 
     def reply(self, endpoint: Endpoint, raw: bytes) -> Reply:
         data = _json_object(self.id, raw)
@@ -246,7 +208,7 @@ class OllamaTranslator(Translator):
         if endpoint is Endpoint.COMPLETIONS:
             text = data.get("response")
             if not isinstance(text, str):
-                raise _malformed(self.id, "'response' is not a string")
+                raise malformed(self.id, "'response' is not a string")
             choice: Json = {
                 "index": 0,
                 "text": text,
@@ -283,7 +245,7 @@ class OllamaTranslator(Translator):
             "created": int(time.time()),
             "model": data.get("model"),
             "choices": [choice],
-            "usage": usage_json(usage),
+            "usage": usage_to_openai(usage),
         }
         return Reply(out, usage)
 
@@ -292,8 +254,8 @@ class OllamaTranslator(Translator):
         # SDK, which asks base64 by default, takes floats as they come).
         vectors = data.get("embeddings")
         if not isinstance(vectors, list) or not all(isinstance(v, list) for v in vectors):
-            raise _malformed(self.id, "'embeddings' is not a list of vectors")
-        prompt = _int(data.get("prompt_eval_count"))
+            raise malformed(self.id, "'embeddings' is not a list of vectors")
+        prompt = count(data.get("prompt_eval_count"))
         usage = Usage(prompt, 0, prompt)
         out = {
             "object": "list",

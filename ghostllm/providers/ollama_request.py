@@ -25,7 +25,6 @@ from typing import Any
 import orjson
 
 from ghostllm.errors import InvalidRequest
-from ghostllm.protocol.common import too_deep
 from ghostllm.providers.base import Json
 
 # OpenAI fields that Ollama takes inside `options`, under the same names.
@@ -40,13 +39,6 @@ def unsupported(what: str, provider: str, param: str | None = None) -> InvalidRe
     return InvalidRequest(
         f"{what} is not supported by provider {provider} (ollama)", param=param, code="unsupported_parameter"
     )
-
-
-def encode(out: Json, body: Json) -> bytes:
-    try:
-        return orjson.dumps(out)
-    except orjson.JSONEncodeError:
-        raise too_deep(body) from None
 
 
 def _image(url: str, provider: str, where: str) -> str:

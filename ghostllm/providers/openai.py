@@ -23,12 +23,11 @@ from ghostllm.errors import (
     RateLimited,
     UpstreamTimeout,
 )
-from ghostllm.protocol.common import too_deep
 from ghostllm.protocol.endpoints import Endpoint
 from ghostllm.protocol.usage import usage_from_openai
 from ghostllm.providers.base import Json, Reply
 from ghostllm.providers.sse import SSEFramer
-from ghostllm.providers.translator import StreamDecoder, Translator, UpstreamRequest
+from ghostllm.providers.translator import RelayFirstDecoder, StreamDecoder, Translator, UpstreamRequest, encode_body
 
 PATHS = {Endpoint.CHAT: "/chat/completions", Endpoint.COMPLETIONS: "/completions", Endpoint.EMBEDDINGS: "/embeddings"}
 # Keep the start of an upstream's message: it travels in our error, which has a size budget.
@@ -67,7 +66,8 @@ def upstream_status_error(provider: str, status: int, raw: bytes, headers: Mappi
     return ProviderError(f"provider {provider} failed with status {status}: {msg}")
 
 
-def _malformed(provider: str, what: str) -> ProviderError:
+def malformed(provider: str, what: str) -> ProviderError:
+    """An answer that parsed but lacks what we rely on: every translator's wording for it."""
     return ProviderError(f"provider {provider} returned a malformed answer: {what}")
 
 
@@ -81,25 +81,25 @@ def check_choices(provider: str, endpoint: Endpoint, data: Json, *, chunk: bool)
     if not isinstance(choices, list):
         if chunk and choices is None:
             return
-        raise _malformed(provider, "'choices' is not a list")
+        raise malformed(provider, "'choices' is not a list")
     for c in choices:
         if not isinstance(c, dict) or not _is_int(c.get("index", 0)):
-            raise _malformed(provider, "a choice is not an object with an integer index")
+            raise malformed(provider, "a choice is not an object with an integer index")
         if endpoint is Endpoint.COMPLETIONS:
             if not isinstance(c.get("text", ""), str):
-                raise _malformed(provider, "choices[].text is not a string")
+                raise malformed(provider, "choices[].text is not a string")
             continue
         msg = c.get("delta" if chunk else "message")
         if msg is None and chunk:
             continue
         if not isinstance(msg, dict):
-            raise _malformed(provider, "a choice's message is not an object")
+            raise malformed(provider, "a choice's message is not an object")
         content = msg.get("content")
         if content is not None and not isinstance(content, str):
-            raise _malformed(provider, "message content is not a string")
+            raise malformed(provider, "message content is not a string")
         calls = msg.get("tool_calls")
         if calls is not None and not (isinstance(calls, list) and all(isinstance(x, dict) for x in calls)):
-            raise _malformed(provider, "tool_calls is not a list of objects")
+            raise malformed(provider, "tool_calls is not a list of objects")
 
 
 def _check_embeddings(provider: str, data: Json) -> None:
@@ -107,10 +107,11 @@ def _check_embeddings(provider: str, data: Json) -> None:
     if not isinstance(items, list) or not all(
         isinstance(x, dict) and isinstance(x.get("embedding"), list | str) for x in items
     ):
-        raise _malformed(provider, "'data' is not a list of embeddings")
+        raise malformed(provider, "'data' is not a list of embeddings")
 
 
-def _json_object(provider: str, raw: bytes) -> Json:
+def json_object(provider: str, raw: bytes) -> Json:
+    """A whole answer's body, which every format has as one JSON object."""
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -120,54 +121,54 @@ def _json_object(provider: str, raw: bytes) -> Json:
     return data
 
 
-class OpenAIStreamDecoder(StreamDecoder):
+def stream_object(provider: str, payload: bytes, what: str = "event") -> Json:
+    """One stream event's (or NDJSON line's) JSON object; anything else is the provider's fault."""
+    try:
+        data = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        data = None
+    if not isinstance(data, dict):
+        raise ProviderError(f"provider {provider} sent an invalid stream {what}: {payload[:200]!r}")
+    return data
+
+
+def model_ids(provider: str, raw: bytes) -> list[str]:
+    """The ids of a `{"data": [{"id": ...}, ...]}` listing (OpenAI's, and Anthropic's too)."""
+    try:
+        data = orjson.loads(raw)
+        return [str(m["id"]) for m in data["data"]]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        raise ProviderError(f"provider {provider} returned an invalid model list") from None
+
+
+class OpenAIStreamDecoder(RelayFirstDecoder):
     """OpenAI's SSE: one chunk per `data:` event, `data: [DONE]` at the end; usage in
     a final chunk (with empty choices) when asked for, or on every chunk (vLLM)."""
 
-    __slots__ = ("_endpoint", "_error", "_framer", "_provider", "done", "usage")
+    __slots__ = ("_endpoint", "_framer", "_provider", "done", "usage")
 
     def __init__(self, provider: str, endpoint: Endpoint) -> None:
+        super().__init__()
         self._framer = SSEFramer()
         self._provider = provider
         self._endpoint = endpoint
         self.usage = None
         self.done = False
-        # A failure that followed chunks of the same read: raised once those are relayed.
-        self._error: ProviderError | None = None
 
-    def feed(self, data: bytes) -> list[Json]:
-        if self._error is not None:
-            raise self._error
-        out: list[Json] = []
-        try:
-            for payload in self._framer.feed(data):
-                if payload == b"[DONE]":
-                    self.done = True
-                    break
-                try:
-                    chunk = orjson.loads(payload)
-                except orjson.JSONDecodeError:
-                    chunk = None
-                if not isinstance(chunk, dict):
-                    raise ProviderError(f"provider {self._provider} sent an invalid stream event: {payload[:200]!r}")
-                error = chunk.get("error")
-                if error is not None and "choices" not in chunk:
-                    raise ProviderError(f"provider {self._provider} failed mid-stream: {upstream_message(payload)}")
-                check_choices(self._provider, self._endpoint, chunk, chunk=True)
-                usage = chunk.get("usage")
-                if usage is not None:
-                    self.usage = usage_from_openai(usage)
-                out.append(chunk)
-        except ProviderError as err:
-            if not out:
-                raise
-            self._error = err
-        return out
-
-    def end(self) -> list[Json]:
-        if self._error is not None:
-            raise self._error
-        return []
+    def _decode(self, data: bytes, out: list[Json]) -> None:
+        for payload in self._framer.feed(data):
+            if payload == b"[DONE]":
+                self.done = True
+                break
+            chunk = stream_object(self._provider, payload)
+            error = chunk.get("error")
+            if error is not None and "choices" not in chunk:
+                raise ProviderError(f"provider {self._provider} failed mid-stream: {upstream_message(payload)}")
+            check_choices(self._provider, self._endpoint, chunk, chunk=True)
+            usage = chunk.get("usage")
+            if usage is not None:
+                self.usage = usage_from_openai(usage)
+            out.append(chunk)
 
 
 class OpenAITranslator(Translator):
@@ -190,14 +191,10 @@ class OpenAITranslator(Translator):
                 out.pop("stream", None)
                 # OpenAI refuses stream_options without stream.
                 out.pop("stream_options", None)
-        try:
-            data = orjson.dumps(out)
-        except orjson.JSONEncodeError:
-            raise too_deep(body) from None
-        return UpstreamRequest(PATHS[endpoint], data)
+        return UpstreamRequest(PATHS[endpoint], encode_body(out, body))
 
     def reply(self, endpoint: Endpoint, raw: bytes) -> Reply:
-        data = _json_object(self.id, raw)
+        data = json_object(self.id, raw)
         if endpoint is Endpoint.EMBEDDINGS:
             _check_embeddings(self.id, data)
         else:
@@ -214,8 +211,4 @@ class OpenAITranslator(Translator):
         return "/models"
 
     def models(self, raw: bytes) -> list[str]:
-        try:
-            data = orjson.loads(raw)
-            return [str(m["id"]) for m in data["data"]]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            raise ProviderError(f"provider {self.id} returned an invalid model list") from None
+        return model_ids(self.id, raw)

@@ -14,8 +14,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import orjson
+
 from ghostllm.config import ModelConfig, ProviderConfig
-from ghostllm.errors import GhostError
+from ghostllm.errors import GhostError, ProviderError
+from ghostllm.protocol.common import too_deep
 from ghostllm.protocol.endpoints import Endpoint
 from ghostllm.protocol.usage import Usage
 from ghostllm.providers.base import Json, Reply
@@ -25,6 +28,15 @@ from ghostllm.providers.base import Json, Reply
 class UpstreamRequest:
     path: str
     body: bytes
+
+
+def encode_body(out: Json, body: Json) -> bytes:
+    """The upstream body `out`, written from the client's `body`: the only way encoding it
+    fails is nesting past orjson's limit, which is the client's fault, named in its terms."""
+    try:
+        return orjson.dumps(out)
+    except orjson.JSONEncodeError:
+        raise too_deep(body) from None
 
 
 class StreamDecoder(ABC):
@@ -43,6 +55,38 @@ class StreamDecoder(ABC):
     def end(self) -> list[Json]:
         """The upstream's body ended without error: the chunks held back until then. Formats
         whose stream ends with the body rather than a terminator event (Gemini) set `done` here."""
+        return []
+
+
+class RelayFirstDecoder(StreamDecoder):
+    """A decoder whose upstream may fail partway through one read (an error event or line
+    after good ones): the chunks decoded before the failure reach the client first, and the
+    failure is raised by the next call."""
+
+    __slots__ = ("_error",)
+
+    def __init__(self) -> None:
+        self._error: ProviderError | None = None
+
+    @abstractmethod
+    def _decode(self, data: bytes, out: list[Json]) -> None:
+        """Append the chunks `data` completes to `out`; raise ProviderError where it fails."""
+
+    def feed(self, data: bytes) -> list[Json]:
+        if self._error is not None:
+            raise self._error
+        out: list[Json] = []
+        try:
+            self._decode(data, out)
+        except ProviderError as err:
+            if not out:
+                raise
+            self._error = err
+        return out
+
+    def end(self) -> list[Json]:
+        if self._error is not None:
+            raise self._error
         return []
 
 

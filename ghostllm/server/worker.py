@@ -33,8 +33,9 @@ from ghostllm.config import Config, ProviderConfig
 from ghostllm.gateway.access_log import AccessLog
 from ghostllm.gateway.exchange import Stage
 from ghostllm.gateway.pipeline import Pipeline, Sink
-from ghostllm.gateway.stages import Authenticate, ResolveModel, authorize, decode_body
+from ghostllm.gateway.stages import Authenticate, RateLimit, ResolveModel, authorize, decode_body
 from ghostllm.ledger.writer import Ledger
+from ghostllm.limits.limiter import make_limiter
 from ghostllm.providers.base import Provider
 from ghostllm.providers.factory import make_provider, stream_silence_s, stream_total_s
 from ghostllm.routing.live import LiveCatalogue, retire_delay
@@ -133,7 +134,12 @@ class Worker:
             self.feed.on_state(self._feed_state)
             self.feed.on(CATALOGUE, self.catalogue_sync.trigger)
             self.feed.on_state(self.catalogue_sync.feed_state)
-        stages: list[Stage] = [Authenticate(self.authenticator), decode_body, authorize, ResolveModel(self.catalogue)]
+        self.limiter = make_limiter(config)
+        rate = RateLimit(self.limiter)
+        self.sinks.append(rate.settle)
+        stages: list[Stage] = [
+            Authenticate(self.authenticator), decode_body, authorize, ResolveModel(self.catalogue), rate
+        ]  # fmt: skip
         self.pipeline = Pipeline(stages, self.sinks)
 
     def _feed_state(self, up: bool) -> None:
@@ -203,6 +209,7 @@ class Worker:
             await self.ledger.close()
         if self.feed is not None:
             await self.feed.close()
+        await self.limiter.close()
         await self.store.close()
         if self.access_log is not None:
             self.access_log.close()

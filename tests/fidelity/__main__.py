@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from rich.console import Console
@@ -49,42 +50,31 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if any(r.status == FAIL for r in results) else 0
 
 
-def _grid(results: list[Result]) -> dict[tuple[str, str, str], Result]:
-    return {(r.provider, r.feature, r.mode): r for r in results}
+def _rows(results: list[Result], providers: tuple[str, ...]) -> Iterator[tuple[str, list[Result | None]]]:
+    """Each feature that was run, with its result per provider and mode (None: not run):
+    what both renderings show, each marking a result its own way."""
+    grid = {(r.provider, r.feature, r.mode): r for r in results}
+    for f in FEATURES:
+        if any(r.feature == f.key for r in results):
+            yield f.title, [grid.get((p, f.key, m)) for p in providers for m in MODES]
 
 
 def table(results: list[Result], providers: tuple[str, ...]) -> Table:
-    grid = _grid(results)
     t = Table(title="GhostLLM fidelity matrix (through Envoy, openai SDK; json = non-streaming)")
     t.add_column("feature")
     for p in providers:
         for m in MODES:
             t.add_column(f"{p}\n{_SHORT[m]}", justify="center")
-    for f in FEATURES:
-        if not any(r.feature == f.key for r in results):
-            continue
-        row = [f.title]
-        for p in providers:
-            for m in MODES:
-                r = grid.get((p, f.key, m))
-                row.append("-" if r is None else f"[{_STYLES[r.status]}]{_MARKS[r.status]}[/]")
-        t.add_row(*row)
+    for title, row in _rows(results, providers):
+        t.add_row(title, *("-" if r is None else f"[{_STYLES[r.status]}]{_MARKS[r.status]}[/]" for r in row))
     return t
 
 
 def markdown(results: list[Result], providers: tuple[str, ...]) -> str:
-    grid = _grid(results)
     head = ["feature", *(f"{p} {_SHORT[m]}" for p in providers for m in MODES)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for f in FEATURES:
-        if not any(r.feature == f.key for r in results):
-            continue
-        row = [f.title]
-        for p in providers:
-            for m in MODES:
-                r = grid.get((p, f.key, m))
-                row.append("-" if r is None else _MARKS[r.status])
-        lines.append("| " + " | ".join(row) + " |")
+    for title, row in _rows(results, providers):
+        lines.append("| " + " | ".join([title, *("-" if r is None else _MARKS[r.status] for r in row)]) + " |")
     return "\n".join(lines)
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 
 from tests.support.auth import ADMIN_KEY
@@ -125,6 +126,17 @@ def emulator(tmp: Path, provider: str) -> Iterator[Upstream]:
         yield Upstream(port, proc)
     finally:
         stop(proc)
+
+
+def reset_emulator(upstream: Upstream) -> None:
+    """Make an emulator forget the requests it has received (ghostllm/emulators/contract.py)."""
+    httpx.post(f"{upstream.url}/_emulator/reset", timeout=10).raise_for_status()
+
+
+def emulator_received(upstream: Upstream) -> list[dict[str, Any]]:
+    """Every request an emulator has received since it started or was reset, oldest first."""
+    found: list[dict[str, Any]] = httpx.get(f"{upstream.url}/_emulator/requests", timeout=10).json()
+    return found
 
 
 # Upstream scenario models of the development upstream, served under the same ids.
@@ -244,3 +256,13 @@ def start_stack(config: dict[str, Any], upstream_port: int, tmp: Path) -> Stack:
             raise RuntimeError(f"ghostllm serve did not start:\n{log.read_text()[-3000:]}")
         time.sleep(0.05)
     return stack
+
+
+@contextlib.contextmanager
+def running_stack(config: dict[str, Any], upstream: Upstream, tmp: Path) -> Iterator[Stack]:
+    """start_stack for a `with`: the stack is stopped however the block ends."""
+    stack = start_stack(config, upstream.port, tmp)
+    try:
+        yield stack
+    finally:
+        stop(stack.proc)

@@ -77,4 +77,4 @@ def test_cors_rendered_from_config() -> None:
     assert policy["allow_origin_string_match"] == [{"exact": "https://app.example"}, {"safe_regex": {"regex": ".*"}}]
     assert policy["allow_credentials"] is True and policy["max_age"] == "60"
     assert "POST" in policy["allow_methods"] and "authorization" in policy["allow_headers"]
-    assert policy["expose_headers"] == "x-request-id"
+    assert policy["expose_headers"].split(", ")[:2] == ["x-request-id", "retry-after"]

@@ -15,8 +15,10 @@ import pytest
 from anthropic.types import RawContentBlockDeltaEvent, RawMessageStartEvent, TextBlock, ThinkingBlock, ToolUseBlock
 
 from tests.support.http import request
-from tests.support.procs import Upstream, emulator
+from tests.support.procs import Upstream, emulator_received, reset_emulator
 
+# The emulator under test (the `upstream` fixture in conftest.py).
+EMULATOR = "anthropic"
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 16).decode()
 WEATHER: Any = {
     "name": "get_weather",
@@ -24,12 +26,6 @@ WEATHER: Any = {
     "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
 }
 TIME: Any = {"name": "get_time", "input_schema": {"type": "object", "properties": {}}}
-
-
-@pytest.fixture(scope="module")
-def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
-    with emulator(tmp_path_factory.mktemp("anthropic-emulator"), "anthropic") as up:
-        yield up
 
 
 @pytest.fixture(scope="module")
@@ -259,8 +255,8 @@ def test_async_client_parses_streams(upstream: Upstream) -> None:
 
 
 def test_requests_recorded_and_reset(client: anthropic.Anthropic, upstream: Upstream) -> None:
-    assert request(upstream.url + "/_emulator/reset", b"", key=None).status == 200
+    reset_emulator(upstream)
     create(client, messages=user("recorded"))
-    (seen,) = request(upstream.url + "/_emulator/requests", key=None).json()
+    (seen,) = emulator_received(upstream)
     assert seen["method"] == "POST" and seen["path"] == "/v1/messages"
     assert seen["headers"]["anthropic-version"] and seen["body"]["messages"] == user("recorded")

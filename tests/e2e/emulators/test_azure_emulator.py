@@ -12,26 +12,12 @@ import httpx
 import openai
 import pytest
 
-from tests.support.procs import Upstream, emulator
+from tests.support.procs import Upstream, emulator_received, reset_emulator
+from tests.support.tools import TIME_TZ, WEATHER_BARE
 
+# The emulator under test (the `upstream` fixture in conftest.py).
+EMULATOR = "azure"
 API_VERSION = "2024-10-21"
-WEATHER: Any = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
-TIME: Any = {
-    "type": "function",
-    "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}, "required": ["tz"]}},
-}
-
-
-@pytest.fixture(scope="module")
-def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
-    with emulator(tmp_path_factory.mktemp("azure-emulator"), "azure") as up:
-        yield up
 
 
 @pytest.fixture(scope="module")
@@ -73,10 +59,10 @@ def test_stream_with_usage(client: openai.AzureOpenAI) -> None:
 
 @pytest.mark.parametrize("text", ["weather please", "parallel please"])
 def test_tool_calls_streamed_in_fragments_equal_the_whole_answer(client: openai.AzureOpenAI, text: str) -> None:
-    whole = client.chat.completions.create(model="azure-small", messages=user(text), tools=[WEATHER, TIME])
+    whole = client.chat.completions.create(model="azure-small", messages=user(text), tools=[WEATHER_BARE, TIME_TZ])
     assert whole.choices[0].finish_reason == "tool_calls"
     calls = whole.choices[0].message.tool_calls or []
-    with client.chat.completions.stream(model="azure-small", messages=user(text), tools=[WEATHER, TIME]) as s:
+    with client.chat.completions.stream(model="azure-small", messages=user(text), tools=[WEATHER_BARE, TIME_TZ]) as s:
         fragments = sum(1 for e in s if e.type == "tool_calls.function.arguments.delta")
         final = s.get_final_completion()
     streamed = final.choices[0].message.tool_calls or []
@@ -153,9 +139,9 @@ def test_stream_error_raises(client: openai.AzureOpenAI) -> None:
 
 
 def test_requests_are_recorded(upstream: Upstream, client: openai.AzureOpenAI) -> None:
-    httpx.post(f"{upstream.url}/_emulator/reset").raise_for_status()
+    reset_emulator(upstream)
     client.chat.completions.create(model="azure-large", messages=user("recorded"))
-    found = httpx.get(f"{upstream.url}/_emulator/requests").json()
+    found = emulator_received(upstream)
     assert len(found) == 1
     assert found[0]["path"] == f"/openai/deployments/azure-large/chat/completions?api-version={API_VERSION}"
     assert found[0]["headers"]["api-key"] == "az-key" and found[0]["body"]["messages"] == user("recorded")

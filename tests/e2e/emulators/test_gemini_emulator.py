@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,10 +17,12 @@ from google import genai
 from google.genai import errors, types
 
 from tests.support.http import request
-from tests.support.procs import Upstream, emulator
+from tests.support.procs import Upstream, emulator_received, reset_emulator
 
 # The SDK's own async session class trips aiohttp's warning; nothing of ours.
 pytestmark = pytest.mark.filterwarnings("ignore:Inheritance class AiohttpClientSession:DeprecationWarning")
+# The emulator under test (the `upstream` fixture in conftest.py).
+EMULATOR = "gemini"
 KEY = {"x-goog-api-key": "AIza-test"}
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 16
 WEATHER = types.FunctionDeclaration(
@@ -31,12 +32,6 @@ WEATHER = types.FunctionDeclaration(
 )
 TIME = types.FunctionDeclaration(name="get_time", parameters_json_schema={"type": "object", "properties": {}})
 TOOLS = [types.Tool(function_declarations=[WEATHER, TIME])]
-
-
-@pytest.fixture(scope="module")
-def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
-    with emulator(tmp_path_factory.mktemp("gemini-emulator"), "gemini") as up:
-        yield up
 
 
 def make_client(upstream: Upstream, key: str = "AIza-test") -> genai.Client:
@@ -357,9 +352,9 @@ def test_wire_format_validates_against_the_sdk_models(upstream: Upstream) -> Non
 
 
 def test_requests_are_recorded(client: genai.Client, upstream: Upstream) -> None:
-    assert request(f"{upstream.url}/_emulator/reset", b"", key=None).status == 200
+    reset_emulator(upstream)
     generate(client, "recorded")
-    seen = request(f"{upstream.url}/_emulator/requests", key=None).json()
+    seen = emulator_received(upstream)
     assert len(seen) == 1
     assert seen[0]["method"] == "POST" and seen[0]["path"] == "/v1beta/models/gemini-small:generateContent"
     assert seen[0]["headers"]["x-goog-api-key"] == "AIza-test"

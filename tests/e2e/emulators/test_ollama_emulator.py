@@ -6,36 +6,20 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import ollama
 import pytest
 
-from tests.support.procs import Upstream, emulator
+from tests.support.procs import Upstream, emulator_received, reset_emulator
+from tests.support.tools import TIME_TZ, WEATHER
 
+# The emulator under test (the `upstream` fixture in conftest.py).
+EMULATOR = "ollama"
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 )
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather in a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
-TIME = {
-    "type": "function",
-    "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}, "required": ["tz"]}},
-}
-
-
-@pytest.fixture(scope="module")
-def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
-    with emulator(tmp_path_factory.mktemp("ollama-emulator"), "ollama") as up:
-        yield up
 
 
 @pytest.fixture(scope="module")
@@ -76,11 +60,11 @@ def test_images_are_counted(client: ollama.Client) -> None:
 def test_tool_calls_whole_and_streamed(client: ollama.Client, stream: bool) -> None:
     def calls(text: str) -> list[tuple[str, dict[str, Any]]]:
         if stream:
-            parts = list(client.chat(model="ollama-small", messages=user(text), tools=[WEATHER, TIME], stream=True))
+            parts = list(client.chat(model="ollama-small", messages=user(text), tools=[WEATHER, TIME_TZ], stream=True))
             assert parts[-1].done and parts[-1].done_reason == "stop"
             found = [c for p in parts for c in (p.message.tool_calls or [])]
         else:
-            r = client.chat(model="ollama-small", messages=user(text), tools=[WEATHER, TIME], stream=False)
+            r = client.chat(model="ollama-small", messages=user(text), tools=[WEATHER, TIME_TZ], stream=False)
             assert r.message.content == "" and r.done_reason == "stop"
             found = list(r.message.tool_calls or [])
         return [(c.function.name, dict(c.function.arguments)) for c in found]
@@ -170,9 +154,9 @@ def test_rejects_what_ollama_rejects(upstream: Upstream) -> None:
 
 
 def test_requests_are_recorded(upstream: Upstream, client: ollama.Client) -> None:
-    httpx.post(f"{upstream.url}/_emulator/reset").raise_for_status()
+    reset_emulator(upstream)
     client.chat(model="ollama-small", messages=user("recorded"), options={"seed": 3}, stream=False)
-    found = httpx.get(f"{upstream.url}/_emulator/requests").json()
+    found = emulator_received(upstream)
     assert len(found) == 1
     assert found[0]["method"] == "POST" and found[0]["path"] == "/api/chat"
     assert found[0]["headers"]["content-type"].startswith("application/json")

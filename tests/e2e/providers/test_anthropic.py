@@ -15,20 +15,21 @@ from typing import Any
 import openai
 import pytest
 
+from tests.e2e.providers.gateway import async_sdk, sdk, user
 from tests.support.http import check_error, request
-from tests.support.procs import Stack, Upstream, emulator, server_config, start_stack, stop
+from tests.support.procs import (
+    Stack,
+    Upstream,
+    emulator,
+    emulator_received,
+    reset_emulator,
+    running_stack,
+    server_config,
+)
+from tests.support.tools import TIME, WEATHER
 
 CAPS = ["chat", "streaming", "functions", "vision", "structured_output"]
 SCENARIOS = ("error-400", "error-401", "error-404", "error-429", "error-500", "overloaded", "stream-error")
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather in a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
-TIME = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}}}
 SCHEMA = {"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "object"}}}
 
 
@@ -63,16 +64,13 @@ def stack(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Itera
             ),
         ],
     }
-    s = start_stack(config, upstream.port, tmp)
-    try:
+    with running_stack(config, upstream, tmp) as s:
         yield s
-    finally:
-        stop(s.proc)
 
 
 @pytest.fixture(scope="module")
 def client(stack: Stack) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=stack.base_url, api_key="sk-test", max_retries=0, timeout=30) as c:
+    with sdk(stack) as c:
         yield c
 
 
@@ -83,10 +81,6 @@ def chat(client: openai.OpenAI, **kw: Any) -> Any:
 def chat_stream(client: openai.OpenAI, **kw: Any) -> list[Any]:
     params = {"model": "claude-small", "stream": True, "stream_options": {"include_usage": True}, **kw}
     return list(client.chat.completions.create(**params))
-
-
-def user(text: Any) -> Any:
-    return [{"role": "user", "content": text}]
 
 
 def accumulate(chunks: list[Any]) -> dict[str, Any]:
@@ -138,13 +132,8 @@ def same_answer(streamed: dict[str, Any], answer: dict[str, Any]) -> None:
     assert streamed == answer
 
 
-def reset(upstream: Upstream) -> None:
-    assert request(upstream.url + "/_emulator/reset", b"", key=None).status == 200
-
-
 def sent(upstream: Upstream) -> list[dict[str, Any]]:
-    seen: list[dict[str, Any]] = request(upstream.url + "/_emulator/requests", key=None).json()
-    return [r for r in seen if r["path"] == "/v1/messages"]
+    return [r for r in emulator_received(upstream) if r["path"] == "/v1/messages"]
 
 
 # ------------------------------------------------------------------ answers
@@ -173,7 +162,7 @@ def test_text_whole_and_streamed(client: openai.OpenAI) -> None:
 
 def test_async_client_whole_and_streamed(stack: Stack) -> None:
     async def go() -> tuple[Any, list[Any]]:
-        async with openai.AsyncOpenAI(base_url=stack.base_url, api_key="sk-test", max_retries=0, timeout=30) as c:
+        async with async_sdk(stack) as c:
             reply = await c.chat.completions.create(model="claude-small", messages=user("async please"))
             stream = await c.chat.completions.create(
                 model="claude-small", messages=user("async please"), stream=True, stream_options={"include_usage": True}
@@ -220,7 +209,7 @@ def test_tool_result_round_trip(client: openai.OpenAI, upstream: Upstream) -> No
         first.choices[0].message.model_dump(exclude_none=True),
         {"role": "tool", "tool_call_id": call.id, "content": "sunny"},
     ]
-    reset(upstream)
+    reset_emulator(upstream)
     reply = whole(chat(client, tools=[WEATHER], messages=turns))
     assert reply["content"] == "Tool said: sunny" and reply["finish"] == "stop"
     (seen,) = sent(upstream)
@@ -334,7 +323,7 @@ def test_error_mid_stream_is_an_error_event(client: openai.OpenAI) -> None:
 
 
 def test_what_the_upstream_received(client: openai.OpenAI, upstream: Upstream) -> None:
-    reset(upstream)
+    reset_emulator(upstream)
     messages = [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "first"},

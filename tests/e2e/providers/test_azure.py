@@ -4,27 +4,25 @@ client got, and what the emulator received (deployment URL, api-version, api-key
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterator
 from typing import Any
 
-import openai
 import pytest
 
-from tests.e2e.providers.gateway import UPSTREAM_KEY, Gateway, fold, gateway, whole
+from tests.e2e.providers.gateway import (
+    UPSTREAM_KEY,
+    Gateway,
+    check_async_chats,
+    check_stream_error_after_relayed,
+    check_upstream_error,
+    fold,
+    gateway,
+    streamed_and_whole,
+    user,
+)
+from tests.support.tools import TIME_TZ, WEATHER_BARE
 
-WEATHER: Any = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
-TIME: Any = {
-    "type": "function",
-    "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}, "required": ["tz"]}},
-}
 API_VERSION = "2025-01-01-preview"
 
 
@@ -33,10 +31,6 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     tmp = tmp_path_factory.mktemp("azure-gateway")
     with gateway(tmp, "azure", "azure-small", "azure-embed", api_version=API_VERSION) as g:
         yield g
-
-
-def user(text: str) -> Any:
-    return [{"role": "user", "content": text}]
 
 
 def last(gw: Gateway) -> dict[str, Any]:
@@ -70,38 +64,22 @@ def test_chat_sync_and_what_azure_received(gw: Gateway) -> None:
 
 
 def test_chat_async(gw: Gateway) -> None:
-    async def run() -> Any:
-        async with gw.aclient() as client:
-            return await asyncio.gather(
-                *(client.chat.completions.create(model=gw.model("chat"), messages=user(f"async {i}")) for i in range(3))
-            )
-
-    answers = asyncio.run(run())
-    assert [a.choices[0].message.content for a in answers] == [f"You said: async {i}" for i in range(3)]
+    check_async_chats(gw)
 
 
 @pytest.mark.parametrize(
     "request_",
     [
         {"messages": user("stream me please")},
-        {"messages": user("weather in Oslo"), "tools": [WEATHER, TIME]},
-        {"messages": user("parallel weather and time"), "tools": [WEATHER, TIME]},
+        {"messages": user("weather in Oslo"), "tools": [WEATHER_BARE, TIME_TZ]},
+        {"messages": user("parallel weather and time"), "tools": [WEATHER_BARE, TIME_TZ]},
         {"messages": user("one two three four five"), "max_tokens": 3},
         {"messages": user("alpha beta gamma delta"), "stop": ["gamma"]},
     ],
     ids=["text", "tool_call", "parallel_tool_calls", "length", "stop"],
 )
 def test_accumulated_stream_equals_the_whole_answer(gw: Gateway, request_: dict[str, Any]) -> None:
-    answer = whole(gw.sdk.chat.completions.create(model=gw.model("chat"), **request_))
-    chunks = list(
-        gw.sdk.chat.completions.create(
-            model=gw.model("chat"), stream=True, stream_options={"include_usage": True}, **request_
-        )
-    )
-    streamed = fold(chunks)
-    for side in (answer, streamed):
-        for call in side["calls"]:
-            assert call.pop("id").startswith("call_")
+    streamed, answer, chunks = streamed_and_whole(gw, request_)
     # Azure's prompt-filter chunk (no choices, no usage) is not relayed: every chunk is OpenAI's.
     assert all(c.choices or c.usage is not None for c in chunks)
     assert streamed == answer
@@ -116,7 +94,7 @@ def test_streams_always_ask_azure_for_usage(gw: Gateway) -> None:
 
 
 def test_tool_round_trip(gw: Gateway) -> None:
-    r = gw.sdk.chat.completions.create(model=gw.model("chat"), messages=user("weather in Oslo"), tools=[WEATHER])
+    r = gw.sdk.chat.completions.create(model=gw.model("chat"), messages=user("weather in Oslo"), tools=[WEATHER_BARE])
     call = (r.choices[0].message.tool_calls or [])[0]
     assert json.loads(call.function.arguments) == {"city": "x"}  # type: ignore[union-attr]
     history: Any = [
@@ -124,7 +102,7 @@ def test_tool_round_trip(gw: Gateway) -> None:
         {"role": "assistant", "content": None, "tool_calls": [call.model_dump(exclude_none=True)]},
         {"role": "tool", "tool_call_id": call.id, "content": "Sunny"},
     ]
-    r = gw.sdk.chat.completions.create(model=gw.model("chat"), messages=history, tools=[WEATHER])
+    r = gw.sdk.chat.completions.create(model=gw.model("chat"), messages=history, tools=[WEATHER_BARE])
     assert r.choices[0].message.content == "Tool said: Sunny"
 
 
@@ -153,24 +131,8 @@ def test_embeddings_and_completions(gw: Gateway) -> None:
 )
 @pytest.mark.parametrize("stream", [False, True])
 def test_upstream_errors(gw: Gateway, scenario: str, status: int, etype: str, stream: bool) -> None:
-    with pytest.raises(openai.APIStatusError) as exc:
-        result = gw.sdk.chat.completions.create(model=gw.model(scenario), messages=user("x"), stream=stream)
-        if stream:
-            list(result)
-    err = exc.value
-    assert err.status_code == status
-    body: Any = err.body
-    assert body["type"] == etype and "azure" in body["message"]
-    if scenario == "error-429":
-        assert err.response.headers["retry-after"] == "7"
+    check_upstream_error(gw, scenario, status, etype, stream=stream)
 
 
 def test_stream_error_is_in_band_after_what_was_relayed(gw: Gateway) -> None:
-    seen: list[str] = []
-    with pytest.raises(openai.APIError) as exc:
-        for chunk in gw.sdk.chat.completions.create(
-            model=gw.model("stream-error"), messages=user("a b c"), stream=True
-        ):
-            seen.extend(c.delta.content or "" for c in chunk.choices)
-    assert "server had an error" in exc.value.message
-    assert "".join(seen) == "You said: "
+    check_stream_error_after_relayed(gw, "server had an error")

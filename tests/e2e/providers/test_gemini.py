@@ -14,22 +14,14 @@ from typing import Any
 import openai
 import pytest
 
+from tests.e2e.providers.gateway import async_sdk, sdk
 from tests.fidelity.answer import accumulate
-from tests.support.auth import ADMIN_KEY
 from tests.support.http import check_error, request
 from tests.support.openapi import validate
-from tests.support.procs import Stack, Upstream, emulator, server_config, start_stack, stop
+from tests.support.procs import Stack, Upstream, emulator, emulator_received, running_stack, server_config
+from tests.support.tools import TIME, WEATHER
 
 HELLO: Any = [{"role": "user", "content": "hi there"}]
-WEATHER: Any = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather in a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
-TIME: Any = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}}}
 PNG = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 8).decode()
 CAPS = ["chat", "streaming", "functions", "vision"]
 SCENARIOS = ("error-400", "error-401", "error-404", "error-429", "error-500", "error-503", "stream-error")
@@ -62,26 +54,18 @@ def emu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
 @pytest.fixture(scope="module")
 def stack(emu: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("gemini-stack")
-    s = start_stack(gemini_config(emu, tmp), emu.port, tmp)
-    try:
+    with running_stack(gemini_config(emu, tmp), emu, tmp) as s:
         yield s
-    finally:
-        stop(s.proc)
 
 
 @pytest.fixture(scope="module")
 def client(stack: Stack) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=stack.base_url, api_key=ADMIN_KEY, max_retries=0, timeout=30) as c:
+    with sdk(stack) as c:
         yield c
 
 
-def received(emu: Upstream) -> list[dict[str, Any]]:
-    seen: list[dict[str, Any]] = request(f"{emu.url}/_emulator/requests", key=None).json()
-    return seen
-
-
 def last_sent(emu: Upstream) -> dict[str, Any]:
-    return received(emu)[-1]
+    return emulator_received(emu)[-1]
 
 
 def both(client: openai.OpenAI, **kw: Any) -> tuple[Any, Any, list[Any]]:
@@ -117,7 +101,7 @@ def test_plain_text_both_ways_and_what_went_upstream(client: openai.OpenAI, emu:
     assert whole["usage"]["total_tokens"] == 6
     same_answer(whole, streamed)
     assert chunks[0].choices[0].delta.role == "assistant" and all(c.model == "gemini-small" for c in chunks)
-    sent = received(emu)[-2:]
+    sent = emulator_received(emu)[-2:]
     assert [s["path"] for s in sent] == [
         "/v1beta/models/gemini-small:generateContent",
         "/v1beta/models/gemini-small:streamGenerateContent?alt=sse",
@@ -136,7 +120,7 @@ def test_stream_without_include_usage_has_no_usage_chunk(client: openai.OpenAI) 
 
 def test_async_client(stack: Stack) -> None:
     async def main() -> tuple[str | None, str]:
-        async with openai.AsyncOpenAI(base_url=stack.base_url, api_key=ADMIN_KEY, max_retries=0) as c:
+        async with async_sdk(stack) as c:
             whole = await c.chat.completions.create(model="gemini-small", messages=HELLO)
             text = ""
             async for chunk in await c.chat.completions.create(model="gemini-small", messages=HELLO, stream=True):
@@ -330,11 +314,11 @@ def test_an_error_mid_stream_is_an_error_event(client: openai.OpenAI, stack: Sta
 
 
 def test_a_feature_gemini_lacks_is_a_400_naming_it(stack: Stack, emu: Upstream) -> None:
-    before = len(received(emu))
+    before = len(emulator_received(emu))
     body = {"model": "gemini-small", "messages": HELLO, "logit_bias": {"1": 1}}
     err = check_error(request(stack.base_url + "/chat/completions", body), 400, "invalid_request_error")
     assert "logit_bias" in err["message"] and "gemini" in err["message"] and err["param"] == "logit_bias"
-    assert len(received(emu)) == before
+    assert len(emulator_received(emu)) == before
 
 
 def test_models_are_listed_and_health_is_the_listing(client: openai.OpenAI, stack: Stack, emu: Upstream) -> None:
@@ -346,7 +330,7 @@ def test_models_are_listed_and_health_is_the_listing(client: openai.OpenAI, stac
     # The listing answers our key and refuses the bad one.
     assert providers["gem"]["healthy"] is True and providers["gem-badkey"]["healthy"] is False
     assert reply.status == 200 and reply.json()["status"] == "degraded"
-    listings = received(emu)
+    listings = emulator_received(emu)
     assert listings and all(r["method"] == "GET" and r["path"] == "/v1beta/models?pageSize=1000" for r in listings)
     assert {r["headers"]["x-goog-api-key"] for r in listings} == {"sk-upstream-secret", "bad-key"}
 

@@ -4,7 +4,6 @@ are checked: what the client got, and what the emulator received (/_emulator/req
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -12,30 +11,25 @@ from typing import Any
 import openai
 import pytest
 
-from tests.e2e.providers.gateway import Gateway, fold, gateway, whole
+from tests.e2e.providers.gateway import (
+    Gateway,
+    check_async_chats,
+    check_stream_error_after_relayed,
+    check_upstream_error,
+    fold,
+    gateway,
+    streamed_and_whole,
+    user,
+)
+from tests.support.tools import TIME_TZ, WEATHER_BARE
 
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
-WEATHER: Any = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
-TIME: Any = {
-    "type": "function",
-    "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}, "required": ["tz"]}},
-}
 
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     with gateway(tmp_path_factory.mktemp("ollama-gateway"), "ollama", "ollama-small", "ollama-embed") as g:
         yield g
-
-
-def user(text: str) -> Any:
-    return [{"role": "user", "content": text}]
 
 
 def last_chat(gw: Gateway) -> dict[str, Any]:
@@ -72,22 +66,15 @@ def test_chat_sync_and_what_ollama_received(gw: Gateway) -> None:
 
 
 def test_chat_async(gw: Gateway) -> None:
-    async def run() -> Any:
-        async with gw.aclient() as client:
-            return await asyncio.gather(
-                *(client.chat.completions.create(model=gw.model("chat"), messages=user(f"async {i}")) for i in range(3))
-            )
-
-    answers = asyncio.run(run())
-    assert [a.choices[0].message.content for a in answers] == [f"You said: async {i}" for i in range(3)]
+    check_async_chats(gw)
 
 
 @pytest.mark.parametrize(
     "request_",
     [
         {"messages": user("stream me please")},
-        {"messages": user("weather in Oslo"), "tools": [WEATHER, TIME]},
-        {"messages": user("parallel weather and time"), "tools": [WEATHER, TIME]},
+        {"messages": user("weather in Oslo"), "tools": [WEATHER_BARE, TIME_TZ]},
+        {"messages": user("parallel weather and time"), "tools": [WEATHER_BARE, TIME_TZ]},
         {"messages": user("one two three four five"), "max_tokens": 3},
         {"messages": user("alpha beta gamma delta"), "stop": ["gamma"]},
         {"messages": user("json please"), "response_format": {"type": "json_object"}},
@@ -95,18 +82,8 @@ def test_chat_async(gw: Gateway) -> None:
     ids=["text", "tool_call", "parallel_tool_calls", "length", "stop", "json"],
 )
 def test_accumulated_stream_equals_the_whole_answer(gw: Gateway, request_: dict[str, Any]) -> None:
-    answer = whole(gw.sdk.chat.completions.create(model=gw.model("chat"), **request_))
-    chunks = list(
-        gw.sdk.chat.completions.create(
-            model=gw.model("chat"), stream=True, stream_options={"include_usage": True}, **request_
-        )
-    )
-    streamed = fold(chunks)
+    streamed, answer, chunks = streamed_and_whole(gw, request_)
     assert streamed["roles"] == {"assistant"}
-    # Ids are made per answer; everything else is the same.
-    for side in (answer, streamed):
-        for call in side["calls"]:
-            assert call.pop("id").startswith("call_")
     assert streamed == answer
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
 
@@ -119,7 +96,7 @@ def test_stream_without_include_usage_has_no_usage_chunk(gw: Gateway) -> None:
 
 
 def test_tool_calls_and_round_trip(gw: Gateway) -> None:
-    r = gw.sdk.chat.completions.create(model=gw.model("chat"), messages=user("weather in Oslo"), tools=[WEATHER])
+    r = gw.sdk.chat.completions.create(model=gw.model("chat"), messages=user("weather in Oslo"), tools=[WEATHER_BARE])
     msg = r.choices[0].message
     assert r.choices[0].finish_reason == "tool_calls" and not msg.content
     assert msg.tool_calls and msg.tool_calls[0].function.name == "get_weather"  # type: ignore[union-attr]
@@ -131,7 +108,7 @@ def test_tool_calls_and_round_trip(gw: Gateway) -> None:
         {"role": "tool", "tool_call_id": call.id, "content": "Sunny"},
     ]
     gw.reset()
-    r = gw.sdk.chat.completions.create(model=gw.model("chat"), messages=history, tools=[WEATHER])
+    r = gw.sdk.chat.completions.create(model=gw.model("chat"), messages=history, tools=[WEATHER_BARE])
     assert r.choices[0].message.content == "Tool said: Sunny" and r.choices[0].finish_reason == "stop"
     sent = last_chat(gw)["body"]["messages"]
     assert sent[1]["tool_calls"] == [{"function": {"name": "get_weather", "arguments": {"city": "x"}}}]
@@ -195,27 +172,11 @@ def test_embeddings_and_completions(gw: Gateway) -> None:
 )
 @pytest.mark.parametrize("stream", [False, True])
 def test_upstream_errors(gw: Gateway, scenario: str, status: int, etype: str, stream: bool) -> None:
-    with pytest.raises(openai.APIStatusError) as exc:
-        result = gw.sdk.chat.completions.create(model=gw.model(scenario), messages=user("x"), stream=stream)
-        if stream:
-            list(result)
-    err = exc.value
-    assert err.status_code == status
-    body: Any = err.body
-    assert body["type"] == etype and "ollama" in body["message"]
-    if scenario == "error-429":
-        assert err.response.headers["retry-after"] == "7"
+    check_upstream_error(gw, scenario, status, etype, stream=stream)
 
 
 def test_stream_error_is_in_band_after_what_was_relayed(gw: Gateway) -> None:
-    seen: list[str] = []
-    with pytest.raises(openai.APIError) as exc:
-        for chunk in gw.sdk.chat.completions.create(
-            model=gw.model("stream-error"), messages=user("a b c"), stream=True
-        ):
-            seen.extend(c.delta.content or "" for c in chunk.choices)
-    assert "unexpected EOF" in exc.value.message
-    assert "".join(seen) == "You said: "
+    check_stream_error_after_relayed(gw, "unexpected EOF")
 
 
 def test_what_ollama_cannot_do_is_a_400_and_nothing_goes_upstream(gw: Gateway) -> None:
@@ -226,6 +187,6 @@ def test_what_ollama_cannot_do_is_a_400_and_nothing_goes_upstream(gw: Gateway) -
     assert "not supported by provider ollama (ollama)" in exc.value.message
     with pytest.raises(openai.BadRequestError, match="tool_choice"):
         gw.sdk.chat.completions.create(
-            model=gw.model("chat"), messages=user("x"), tools=[WEATHER], tool_choice="required"
+            model=gw.model("chat"), messages=user("x"), tools=[WEATHER_BARE], tool_choice="required"
         )
     assert [r for r in gw.received() if r["method"] == "POST"] == []

@@ -28,20 +28,13 @@ from ghostllm.protocol.usage import Usage
 from ghostllm.providers.anthropic import AnthropicTranslator
 from ghostllm.providers.anthropic_request import DEFAULT_MAX_TOKENS
 from ghostllm.providers.base import Json
-from tests.unit.providers.test_anthropic_cases import accumulate
+from tests.fidelity.answer import accumulate
+from tests.support.tools import WEATHER
 
 T = AnthropicTranslator(ProviderConfig(id="claude", type="anthropic", base_url="http://x", stored_api_key="sk-ant-1"))
 PLAIN = ModelConfig(id="c", provider="claude")
 STRUCTURED = ModelConfig(id="c", provider="claude", capabilities=("chat", "structured_output"))
 HI = [{"role": "user", "content": "hi"}]
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather in a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
 
 
 def build(body: Json, *, stream: bool = False, entry: ModelConfig | None = PLAIN) -> Json:
@@ -185,11 +178,11 @@ def test_tools_and_their_schemas() -> None:
     bare = {"type": "function", "function": {"name": "now"}}
     out = build({"messages": HI, "tools": [WEATHER, bare]})
     assert out["tools"] == [
-        {"name": "get_weather", "description": "Weather in a city", "input_schema": WEATHER["function"]["parameters"]},  # type: ignore[index]
+        {"name": "get_weather", "description": "Weather in a city", "input_schema": WEATHER["function"]["parameters"]},
         {"name": "now", "input_schema": {"type": "object", "properties": {}}},
     ]
     assert "tool_choice" not in out
-    strict = {"type": "function", "function": {**WEATHER["function"], "strict": True}}  # type: ignore[dict-item]
+    strict = {"type": "function", "function": {**WEATHER["function"], "strict": True}}
     assert "strict" in refused({"messages": HI, "tools": [strict]}).message
     assert build({"messages": HI, "tools": [strict]}, entry=STRUCTURED)["tools"][0]["strict"] is True
 
@@ -435,7 +428,9 @@ def test_stream_chunks_indexes_and_usage() -> None:
 
 def test_stream_adds_up_to_the_whole_answer() -> None:
     chunks, _, _ = decode(STREAM)
-    streamed = accumulate(chunks)["choices"][0]
+    completion, _, problems = accumulate(chunks)
+    assert not problems, problems
+    streamed = completion["choices"][0]
     whole = T.reply(Endpoint.CHAT, orjson.dumps(MESSAGE)).data
     for call in streamed["message"]["tool_calls"]:
         del call["index"]
@@ -443,7 +438,7 @@ def test_stream_adds_up_to_the_whole_answer() -> None:
     expected = {k: v for k, v in whole["choices"][0].items() if k != "logprobs"}
     expected["message"] = {k: v for k, v in expected["message"].items() if k != "refusal"}
     assert streamed == expected
-    assert accumulate(chunks)["usage"] == whole["usage"]
+    assert completion["usage"] == whole["usage"]
 
 
 def test_stream_split_at_every_byte_offset_decodes_the_same() -> None:

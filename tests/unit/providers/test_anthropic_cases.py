@@ -19,13 +19,13 @@ from ghostllm.protocol.endpoints import Endpoint
 from ghostllm.providers.anthropic import AnthropicTranslator
 from ghostllm.providers.base import Json
 from tests.fidelity import cases
+from tests.fidelity.answer import accumulate
 
 T = AnthropicTranslator(
     ProviderConfig(id="claude", type="anthropic", base_url="http://x", stored_api_key="sk-ant-test")
 )
 # The cases' model: structured output on (json_schema_stream_recorded asks for it).
 ENTRY = ModelConfig(id="claude-test", provider="claude", capabilities=("chat", "streaming", "structured_output"))
-MISSING = cases.MISSING
 
 
 def _cases(kind: str, *, stream: bool | None = None) -> list[Any]:
@@ -50,45 +50,6 @@ def _case(case: Json | None) -> Json:
 def check_all(doc: Any, rules: dict[str, Any], what: str) -> None:
     problems = cases.check(doc, rules, what)
     assert not problems, "\n".join(problems)
-
-
-# ------------------------------------------------------------------ OpenAI side
-
-
-def accumulate(chunks: list[Json]) -> Json:
-    """An OpenAI chunk stream as the whole answer it adds up to (what the openai SDK's
-    stream helpers build), with the tool calls' indexes kept."""
-    message: Json = {}
-    calls: dict[int, Json] = {}
-    finish: Any = None
-    usage: Any = MISSING
-    for c in chunks:
-        assert c["object"] == "chat.completion.chunk"
-        if c.get("usage") is not None:
-            usage = c["usage"]
-        for choice in c["choices"]:
-            delta = choice["delta"]
-            if "role" in delta:
-                message["role"] = delta["role"]
-            if delta.get("content") is not None:
-                message["content"] = message.get("content", "") + delta["content"]
-            for tc in delta.get("tool_calls") or ():
-                call = calls.setdefault(tc["index"], {"index": tc["index"], "function": {"arguments": ""}})
-                for key in ("id", "type"):
-                    if tc.get(key):
-                        call[key] = tc[key]
-                fn = tc.get("function") or {}
-                if fn.get("name"):
-                    call["function"]["name"] = fn["name"]
-                call["function"]["arguments"] += fn.get("arguments") or ""
-            if choice.get("finish_reason") is not None:
-                finish = choice["finish_reason"]
-    if calls:
-        message["tool_calls"] = [calls[i] for i in sorted(calls)]
-    out: Json = {"object": "chat.completion", "choices": [{"index": 0, "message": message, "finish_reason": finish}]}
-    if usage is not MISSING:
-        out["usage"] = usage
-    return out
 
 
 def decode(raw: bytes, cut: int | None = None) -> tuple[list[Json], bool]:
@@ -153,7 +114,10 @@ def test_answer_is_the_expected_openai(case: Json) -> None:
         return
     assert done, "the stream did not end"
     assert cases.holds(200, expected["http_status"])
-    check_all(accumulate(chunks), expected.get("assert") or {}, "accumulated stream")
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    completion, _, problems = accumulate(chunks)
+    assert not problems, problems
+    check_all(completion, expected.get("assert") or {}, "accumulated stream")
 
 
 @pytest.mark.parametrize("case", _cases("chat", stream=True))

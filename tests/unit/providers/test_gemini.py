@@ -436,6 +436,8 @@ def sse(*events: Json, sep: bytes = b"\r\n\r\n") -> bytes:
 
 
 def decode(raw: bytes, cuts: tuple[int, ...] = ()) -> tuple[list[Json], Usage | None, bool]:
+    """(chunks without their clock, usage, done) of `raw` fed in pieces cut at `cuts`, then
+    ended (test_gemini_cases decodes its recorded streams with it too)."""
     d = GeminiStreamDecoder("gem", "s")
     chunks: list[Json] = []
     start = 0

@@ -19,9 +19,9 @@ from ghostllm.protocol.chat import check_chat_request
 from ghostllm.protocol.endpoints import Endpoint
 from ghostllm.providers.base import Json
 from ghostllm.providers.gemini import GeminiTranslator
-from ghostllm.providers.gemini_stream import GeminiStreamDecoder
 from tests.fidelity.answer import accumulate
 from tests.fidelity.cases import CASES_DIR, check, require, upstream_body
+from tests.unit.providers.test_gemini import decode
 
 FOLDER = CASES_DIR / "gemini"
 T = GeminiTranslator(ProviderConfig(id="gem", type="gemini", base_url="http://x", stored_api_key="k"))
@@ -41,19 +41,6 @@ def _shared_data() -> None:
 def _http_view(path: str) -> Json:
     route, _, query = path.partition("?")
     return {"method": "POST", "path": route, "query": dict(p.partition("=")[::2] for p in query.split("&") if p)}
-
-
-def _decode(raw: bytes, cuts: tuple[int, ...] = ()) -> tuple[list[Json], bool]:
-    d = GeminiStreamDecoder("gem", "seed")
-    chunks: list[Json] = []
-    start = 0
-    for cut in (*cuts, len(raw)):
-        chunks += d.feed(raw[start:cut])
-        start = cut
-    chunks += d.end()
-    for c in chunks:
-        c.pop("created")  # the clock's, not the bytes'
-    return chunks, d.done
 
 
 @pytest.mark.parametrize("case", _cases())
@@ -77,7 +64,7 @@ def test_answer_gives_the_expected_openai(case: Json) -> None:
         assert err.http_status == expected["http_status"], err.message
         problems = check(err.to_dict(), expected.get("assert") or {}, "error")
     elif case.get("stream"):
-        chunks, done = _decode(raw)
+        chunks, _, done = decode(raw)
         assert done, "the stream did not end cleanly"
         assert all(c["object"] == "chat.completion.chunk" for c in chunks)
         completion, _, problems = accumulate(chunks)
@@ -102,9 +89,9 @@ def _stream_cases() -> list[Any]:
 @pytest.mark.parametrize("case", _stream_cases())
 def test_streams_split_at_every_offset_decode_the_same(case: Json) -> None:
     raw = upstream_body(case)
-    whole = _decode(raw)
+    whole = decode(raw)
     # Every offset for short streams; a stride keeps the long ones quick (and still odd-aligned).
     step = 1 if len(raw) < 4000 else 7
     for cut in range(0, len(raw) + 1, step):
-        assert _decode(raw, (cut,)) == whole, cut
-    assert _decode(raw, tuple(range(1, len(raw)))) == whole
+        assert decode(raw, (cut,)) == whole, cut
+    assert decode(raw, tuple(range(1, len(raw)))) == whole

@@ -14,17 +14,10 @@ from ghostllm.protocol.endpoints import Endpoint
 from ghostllm.protocol.usage import Usage
 from ghostllm.providers.ollama import OllamaTranslator
 from ghostllm.providers.translator import StreamDecoder
+from tests.support.tools import WEATHER
 
 T = OllamaTranslator(ProviderConfig(id="local", type="ollama", base_url="http://x:11434"))
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather in a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
 
 
 def lines(*objs: Any) -> bytes:

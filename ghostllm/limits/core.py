@@ -1,0 +1,136 @@
+"""What every backend shares: the levels a request is counted at, the verdict of one
+check, and how a verdict reads to a client (headers, the 429 message).
+
+Windows are fixed 60 s windows per level that start with the first request counted
+there (not at the wall-clock minute), so a burst is never split between two windows by
+a clock edge: N requests inside one window against a limit of L admit exactly L.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Protocol
+
+WINDOW_MS = 60_000
+
+# Verdict.kind: which limit refused the request.
+REQUESTS = 1
+TOKENS = 2
+PARALLEL = 3
+
+# A parallel slot frees when some request ends, which no clock predicts: the client is told to retry soon.
+PARALLEL_RETRY_MS = 1000
+
+
+class LimitsUnavailable(Exception):
+    """The shared counters could not be read or written (Redis unreachable, too slow)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Level:
+    """One thing a request is counted against; 0 means no limit of that kind."""
+
+    # "API key", "user", "team": how the 429 message names it.
+    kind: str
+    id: str
+    rpm: int
+    tpm: int
+    parallel: int
+    # Where its counters live ("apikey:<id>"): made once, read several times per check.
+    key: str = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", f"{self.kind.replace(' ', '').lower()}:{self.id}")
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    ok: bool
+    # When refused: the level (index) and limit that did it, how much of it is used and when it resets.
+    level: int = -1
+    kind: int = 0
+    limit: int = 0
+    used: int = 0
+    reset_ms: int = 0
+    # The tightest requests and tokens limits over all levels: (limit, remaining, reset ms), limit 0: none.
+    requests: tuple[int, int, int] = (0, 0, 0)
+    tokens: tuple[int, int, int] = (0, 0, 0)
+    # Where each level's window started (backend time, ms): settle adjusts that window only.
+    windows: tuple[int, ...] = ()
+
+    @classmethod
+    def of_reply(cls, reply: list[int], n: int) -> Verdict:
+        """From the Lua script's flat reply (see redis_backend.ADMIT)."""
+        ok = reply[0] == 1
+        return cls(
+            ok=ok,
+            level=reply[1] - 1,
+            kind=reply[2],
+            limit=reply[3],
+            used=reply[4],
+            reset_ms=reply[5],
+            requests=(reply[6], max(reply[7], 0), reply[8]),
+            tokens=(reply[9], max(reply[10], 0), reply[11]),
+            windows=tuple(reply[12 : 12 + n]) if ok else (),
+        )
+
+
+class Backend(Protocol):
+    async def admit(self, levels: tuple[Level, ...], estimate: int, slot: str) -> Verdict: ...
+
+    def settle(self, levels: tuple[Level, ...], windows: tuple[int, ...], slot: str, delta: int) -> None:
+        """Add `delta` tokens to the windows the request was admitted in (if still current) and
+        release its parallel slots. Never awaits: it runs from a sink, during cancellation."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def duration(ms: int) -> str:
+    """A reset time the way OpenAI writes it ("250ms", "12.5s", "1m0s")."""
+    ms = max(ms, 0)
+    if ms < 1000:
+        return f"{ms}ms"
+    minutes, rest = divmod(ms, 60_000)
+    seconds = f"{rest / 1000:.3f}".rstrip("0").rstrip(".")
+    return f"{minutes}m{seconds}s" if minutes else f"{seconds}s"
+
+
+def headers(v: Verdict) -> list[tuple[str, str]]:
+    """x-ratelimit-* for the kinds that have a limit (OpenAI's names)."""
+    out: list[tuple[str, str]] = []
+    for name, (limit, remaining, reset) in (("requests", v.requests), ("tokens", v.tokens)):
+        if limit > 0:
+            out += [
+                (f"x-ratelimit-limit-{name}", str(limit)),
+                (f"x-ratelimit-remaining-{name}", str(remaining)),
+                (f"x-ratelimit-reset-{name}", duration(reset)),
+            ]
+    return out
+
+
+def retry_after(v: Verdict) -> str:
+    """Whole seconds (what retry-after takes), never 0: a client retrying at once is refused again."""
+    return str(max(1, math.ceil(v.reset_ms / 1000)))
+
+
+def message(v: Verdict, levels: tuple[Level, ...], estimate: int) -> str:
+    level = levels[v.level]
+    on = f"on {level.kind} {level.id}"
+    wait = f"Please try again in {duration(v.reset_ms)}."
+    if v.kind == REQUESTS:
+        used = f"Limit {v.limit}, Used {v.used}, Requested 1."
+        return f"Rate limit reached for requests per minute (RPM) {on}: {used} {wait}"
+    if v.kind == TOKENS:
+        if estimate > v.limit:
+            return (
+                f"Request too large for tokens per minute (TPM) {on}: Limit {v.limit}, Requested {estimate}. "
+                "The input or output tokens (max_tokens) must be reduced in order to run successfully."
+            )
+        return (
+            f"Rate limit reached for tokens per minute (TPM) {on}: Limit {v.limit}, Used {v.used}, "
+            f"Requested {estimate}. {wait}"
+        )
+    busy = f"Limit {v.limit}, In progress {v.used}."
+    return f"Too many parallel requests {on}: {busy} Please try again when one finishes."
