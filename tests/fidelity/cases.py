@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,7 +22,18 @@ import pytest
 
 from tests.support.procs import ROOT
 
-SHARED: Final = ROOT.parent / "shared" / "fidelity"
+def _shared() -> Path:
+    """The leads' shared folder: $GHOSTLLM_SHARED_DIR, else `shared/` beside this checkout, else the
+    workplace's /work/shared (a clone made elsewhere, e.g. CI's fresh one, still finds it)."""
+    configured = os.environ.get("GHOSTLLM_SHARED_DIR")
+    candidates = [Path(configured)] if configured else [ROOT.parent / "shared", Path("/work/shared")]
+    for c in candidates:
+        if (c / "fidelity").is_dir():
+            return c / "fidelity"
+    return candidates[0] / "fidelity"
+
+
+SHARED: Final = _shared()
 CASES_DIR: Final = SHARED / "cases"
 HOLDOUT_DIR: Final = SHARED / "holdout"
 
