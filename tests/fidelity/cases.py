@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any, Final
 import pytest
 
 from tests.support.procs import ROOT
+
 
 def _shared() -> Path:
     """The leads' shared folder: $GHOSTLLM_SHARED_DIR, else `shared/` beside this checkout, else the
