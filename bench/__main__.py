@@ -335,15 +335,17 @@ def summary(results: dict[str, Any], cores: int) -> str:
         items.append(("rate limits per request (in-process)", f"{au['limits_us']:.1f} us", ""))
     ad = results.get("adapters")
     if ad:
-        base = ad["openai"]
-        worst = max((k for k in ad if k != "openai"), key=lambda k: ad[k]["cpu_per_request_ms"], default=None)
+        # Azure is the OpenAI format through an emulator like the others: the fair baseline.
+        base = ad["azure"]
+        native = [k for k in ad if k not in ("openai", "azure")]
+        worst = max(native, key=lambda k: ad[k]["cpu_per_request_ms"], default=None)
         if worst is not None:
             extra_req = (ad[worst]["cpu_per_request_ms"] - base["cpu_per_request_ms"]) * 1000
-            items.append((f"adapter overhead per request (worst: {worst})", f"{extra_req:.0f} us", "<= 50 us"))
-        worst_c = max((k for k in ad if k != "openai"), key=lambda k: ad[k]["cpu_per_chunk_us"], default=None)
+            items.append((f"adapter overhead per request vs azure (worst: {worst})", f"{extra_req:.0f} us", "<= 50 us"))
+        worst_c = max(native, key=lambda k: ad[k]["cpu_per_chunk_us"], default=None)
         if worst_c is not None:
             extra_c = ad[worst_c]["cpu_per_chunk_us"] - base["cpu_per_chunk_us"]
-            items.append((f"adapter overhead per chunk (worst: {worst_c})", f"{extra_c:.1f} us", "<= 10 us"))
+            items.append((f"adapter overhead per chunk vs azure (worst: {worst_c})", f"{extra_c:.1f} us", "<= 10 us"))
     su = results.get("startup")
     if su:
         items.append(("startup to first answer", f"{su['first_answer_s']:.1f} s", "<= 1.5 s"))
