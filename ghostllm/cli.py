@@ -8,7 +8,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from ghostllm import cli_accounts, cli_models, cli_providers
+from ghostllm import cli_accounts, cli_models, cli_providers, cli_usage
 from ghostllm.config import Config, load_config
 from ghostllm.errors import ConfigError, GhostError, StoreError
 
@@ -147,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_accounts.add_parsers(sub, common)
     cli_providers.add_parsers(sub, common)
     cli_models.add_parsers(sub, common)
+    cli_usage.add_parsers(sub, common)
     return parser
 
 
