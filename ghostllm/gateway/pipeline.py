@@ -50,7 +50,9 @@ def _status(ex: Exchange, exc: BaseException | None) -> tuple[int, str | None]:
     return 500, "server_error"
 
 
-def _estimate_prompt(body: Json | None) -> int:
+def estimate_prompt(body: Json | None) -> int:
+    """Prompt tokens by size (what was sent, 4 characters a token): for counts the upstream
+    did not report, and for what a rate limit reserves before it does."""
     if not body:
         return 0
     sent = body.get("messages") or body.get("prompt") or body.get("input")
@@ -88,7 +90,7 @@ class Pipeline:
             # The upstream may have done the work without telling us (a cancelled
             # stream gets no final usage chunk): count what was sent and relayed.
             if ex.called and (ex.relayed_chars or status == CLIENT_CLOSED):
-                prompt = _estimate_prompt(ex.body)
+                prompt = estimate_prompt(ex.body)
                 completion = math.ceil(ex.relayed_chars / CHARS_PER_TOKEN)
                 total = prompt + completion
                 estimated = True

@@ -4,14 +4,10 @@ authenticate, decode, authorize, resolve the model, rate limits."""
 
 from __future__ import annotations
 
-import math
-
-import orjson
-
 from ghostllm.auth.authenticator import Authenticator
 from ghostllm.errors import PermissionDenied
 from ghostllm.gateway.exchange import Exchange
-from ghostllm.gateway.pipeline import CHARS_PER_TOKEN, MAX_FIELD_CHARS
+from ghostllm.gateway.pipeline import MAX_FIELD_CHARS, estimate_prompt
 from ghostllm.gateway.usage import UsageRecord
 from ghostllm.limits.limiter import Limiter
 from ghostllm.protocol.endpoints import Endpoint
@@ -101,11 +97,7 @@ class RateLimit:
         """Tokens reserved at admission: the prompt at 4 characters a token, plus the most the
         answer may take (max_completion_tokens or max_tokens, else the model's default) per choice."""
         body = ex.body or {}
-        sent = body.get("messages") or body.get("prompt") or body.get("input")
-        try:
-            prompt = math.ceil(len(orjson.dumps(sent)) / CHARS_PER_TOKEN) if sent else 0
-        except orjson.JSONEncodeError:
-            prompt = 0
+        prompt = estimate_prompt(body)
         if ex.endpoint is Endpoint.EMBEDDINGS:
             return prompt
         most = _int(body.get("max_completion_tokens"))

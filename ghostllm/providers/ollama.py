@@ -29,7 +29,14 @@ from ghostllm.providers import ollama_request as oreq
 from ghostllm.providers.base import Json, Reply
 from ghostllm.providers.ndjson import NDJSONFramer
 from ghostllm.providers.openai import json_object, malformed, stream_object, upstream_message, upstream_status_error
-from ghostllm.providers.translator import RelayFirstDecoder, StreamDecoder, Translator, UpstreamRequest, encode_body
+from ghostllm.providers.translator import (
+    RelayFirstDecoder,
+    StreamDecoder,
+    Translator,
+    UpstreamRequest,
+    bearer_headers,
+    encode_body,
+)
 
 PATHS = {Endpoint.CHAT: "/api/chat", Endpoint.COMPLETIONS: "/api/generate", Endpoint.EMBEDDINGS: "/api/embed"}
 TAGS_PATH = "/api/tags"
@@ -186,8 +193,7 @@ class OllamaStreamDecoder(RelayFirstDecoder):
 class OllamaTranslator(Translator):
     def headers(self) -> dict[str, str]:
         # A local Ollama needs no key; ollama.com (and proxies in front of a server) take a bearer token.
-        key = self.config.api_key
-        return {"authorization": f"Bearer {key}"} if key else {}
+        return bearer_headers(self.config)
 
     def request(
         self, endpoint: Endpoint, body: Json, model: str, *, stream: bool, entry: ModelConfig | None = None

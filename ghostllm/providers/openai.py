@@ -27,7 +27,14 @@ from ghostllm.protocol.endpoints import Endpoint
 from ghostllm.protocol.usage import usage_from_openai
 from ghostllm.providers.base import Json, Reply
 from ghostllm.providers.sse import SSEFramer
-from ghostllm.providers.translator import RelayFirstDecoder, StreamDecoder, Translator, UpstreamRequest, encode_body
+from ghostllm.providers.translator import (
+    RelayFirstDecoder,
+    StreamDecoder,
+    Translator,
+    UpstreamRequest,
+    bearer_headers,
+    encode_body,
+)
 
 PATHS = {Endpoint.CHAT: "/chat/completions", Endpoint.COMPLETIONS: "/completions", Endpoint.EMBEDDINGS: "/embeddings"}
 # Keep the start of an upstream's message: it travels in our error, which has a size budget.
@@ -173,8 +180,7 @@ class OpenAIStreamDecoder(RelayFirstDecoder):
 
 class OpenAITranslator(Translator):
     def headers(self) -> dict[str, str]:
-        key = self.config.api_key
-        return {"authorization": f"Bearer {key}"} if key else {}
+        return bearer_headers(self.config)
 
     def request(
         self, endpoint: Endpoint, body: Json, model: str, *, stream: bool, entry: ModelConfig | None = None

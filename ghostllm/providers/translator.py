@@ -90,6 +90,12 @@ class RelayFirstDecoder(StreamDecoder):
         return []
 
 
+def bearer_headers(config: ProviderConfig) -> dict[str, str]:
+    """`Authorization: Bearer` with the provider's key, when it has one (OpenAI-style auth)."""
+    key = config.api_key
+    return {"authorization": f"Bearer {key}"} if key else {}
+
+
 class Translator(ABC):
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config

@@ -102,30 +102,29 @@ class Upstream:
 
 
 @contextlib.contextmanager
-def dev_upstream(tmp: Path, chunk_delay_ms: float = 0.0) -> Iterator[Upstream]:
+def _serving(cmd: list[str], log: Path, port: int) -> Iterator[Upstream]:
+    """`cmd` started, once it listens on `port`; stopped however the block ends."""
+    proc = start(cmd, log)
+    try:
+        wait_port(port, proc)
+        yield Upstream(port, proc)
+    finally:
+        stop(proc)
+
+
+def dev_upstream(tmp: Path, chunk_delay_ms: float = 0.0) -> contextlib.AbstractContextManager[Upstream]:
     port = free_port()
     cmd = [sys.executable, "-m", "ghostllm.devupstream", "--port", str(port)]
     if chunk_delay_ms:
         cmd += ["--chunk-delay-ms", str(chunk_delay_ms)]
-    proc = start(cmd, tmp / f"upstream-{port}.log")
-    try:
-        wait_port(port, proc)
-        yield Upstream(port, proc)
-    finally:
-        stop(proc)
+    return _serving(cmd, tmp / f"upstream-{port}.log", port)
 
 
-@contextlib.contextmanager
-def emulator(tmp: Path, provider: str) -> Iterator[Upstream]:
+def emulator(tmp: Path, provider: str) -> contextlib.AbstractContextManager[Upstream]:
     """A loopback emulator of `provider`'s native API (ghostllm/emulators/), on a free port."""
     port = free_port()
     cmd = [sys.executable, "-m", "ghostllm.emulators", provider, "--port", str(port)]
-    proc = start(cmd, tmp / f"emulator-{provider}-{port}.log")
-    try:
-        wait_port(port, proc)
-        yield Upstream(port, proc)
-    finally:
-        stop(proc)
+    return _serving(cmd, tmp / f"emulator-{provider}-{port}.log", port)
 
 
 def reset_emulator(upstream: Upstream) -> None:
