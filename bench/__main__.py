@@ -24,6 +24,8 @@ from typing import Any
 
 from bench import auth, cpu, report
 from bench.adapters import adapters
+from bench.analytics import analytics
+from bench.governance import governance
 from bench.large_bodies import large_bodies
 from bench.procs import PACED_MODEL, Stack, stack_config, start_stack
 from bench.report import ratio, section, table
@@ -346,6 +348,26 @@ def summary(results: dict[str, Any], cores: int) -> str:
         if worst_c is not None:
             extra_c = ad[worst_c]["cpu_per_chunk_us"] - base["cpu_per_chunk_us"]
             items.append((f"adapter overhead per chunk vs azure (worst: {worst_c})", f"{extra_c:.1f} us", "<= 10 us"))
+    gv = results.get("governance")
+    if gv:
+        items.append(
+            (
+                "governance CPU per request over the spine",
+                f"{gv['added_cpu_per_request_ms'] * 1000:.0f} us",
+                "<= 100 us",
+            )
+        )
+        items.append(("governance throughput vs the spine", f"{gv['throughput_ratio']:.2f}", ">= 0.90"))
+    an = results.get("analytics")
+    if an:
+        q = an["query"]
+        items.append(
+            (
+                f"usage report, {an['rows'] / 1e6:g}M rows, 30 days (no filter; slowest filter)",
+                f"{q['none']['median_ms']:.0f} ms; {max(v['median_ms'] for v in q.values()):.0f} ms",
+                "<= 500 ms",
+            )
+        )
     su = results.get("startup")
     if su:
         items.append(("startup to first answer", f"{su['first_answer_s']:.1f} s", "<= 1.5 s"))
@@ -406,7 +428,7 @@ def run(args: argparse.Namespace) -> int:
                     [
                         ["authenticate", cost["authenticate_us"]],
                         ["authorize", cost["authorize_us"]],
-                        ["rate limits (in-process; admit + settle)", cost["limits_us"]],
+                        ["rate limits and a budget (in-process; admit + settle)", cost["limits_us"]],
                     ],
                 )
             )
@@ -420,6 +442,14 @@ def run(args: argparse.Namespace) -> int:
                 parts.append(("soak", lambda: soak(stack, args.soak, tmp)))
             if args.large_bodies:
                 parts.append(("large_bodies", lambda: large_bodies(stack, args.large_bodies)))
+            if not args.skip_governance:
+                # Its own two stacks, one after the other, beside this one (idle meanwhile).
+                parts.append(
+                    ("governance", lambda: governance(tmp, args.workers, fast, d.latency_s, d.stream_warmup_s))
+                )
+            if args.analytics:
+                # Opt-in: seeding a million rows makes it about a minute on its own.
+                parts.append(("analytics", lambda: analytics(tmp, fast.port)))
             if not args.skip_adapters:
                 # Last: its own stack (and key) beside this one.
                 parts.append(("adapters", lambda: adapters(tmp, args.workers, fast, d.latency_s, d.stream_warmup_s)))
@@ -472,6 +502,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=0, help="worker processes (default 0: derived from the cores)")
     parser.add_argument("--skip-stream", action="store_true", help="skip the streaming part")
     parser.add_argument("--skip-adapters", action="store_true", help="skip the per-adapter part")
+    parser.add_argument(
+        "--skip-governance", action="store_true", help="skip governance on (Redis, PostgreSQL) vs the spine"
+    )
+    parser.add_argument(
+        "--analytics", action="store_true", help="add GET /admin/usage over 1M usage rows in PostgreSQL (about 1 min)"
+    )
     parser.add_argument("--soak", type=float, default=0, metavar="SECONDS", help="add a mixed-load soak this long")
     parser.add_argument(
         "--large-bodies", type=int, default=0, metavar="N", help="add N concurrent 30 MiB requests (peak and after RSS)"

@@ -43,11 +43,12 @@ def stage_cost(config: dict[str, Any], key: str, calls: int = 50_000) -> dict[st
 
     from ghostllm.accounts.repository import AccountRepository
     from ghostllm.auth.authenticator import Authenticator
+    from ghostllm.auth.principal import Budget
     from ghostllm.auth.tokens import TokenSigner
     from ghostllm.config import AuthConfig, LimitsConfig
     from ghostllm.gateway.context import RequestContext
     from ghostllm.gateway.exchange import Exchange
-    from ghostllm.gateway.stages import Authenticate, RateLimit, authorize
+    from ghostllm.gateway.stages import Authenticate, Limits, authorize
     from ghostllm.limits.limiter import Limiter
     from ghostllm.limits.memory import MemoryBackend
     from ghostllm.protocol.endpoints import Endpoint
@@ -78,18 +79,20 @@ def stage_cost(config: dict[str, Any], key: str, calls: int = 50_000) -> dict[st
                 for ex in exchanges:
                     await fn(ex)
                 out[f"{name}_us"] = (time.perf_counter() - t0) / calls * 1e6
-            # The rate limits (in-process backend; Redis adds its round trip, shared per loop tick):
-            # a key with every kind of limit set, admitted and settled as each request would be.
+            # The rate limits and a budget (in-process backend; Redis adds its round trip, shared per
+            # loop tick): a key with every kind of limit set, admitted and settled as each request would be.
             principal = await authn.authenticate(header)
-            limited = dataclasses.replace(principal, rate_limit=10**9, tpm_limit=10**12, max_parallel=10**9)
-            rate = RateLimit(Limiter(LimitsConfig(), MemoryBackend(60_000)))
+            limited = dataclasses.replace(
+                principal, rate_limit=10**9, tpm_limit=10**12, max_parallel=10**9, key_budget=Budget(10**18)
+            )
+            rate = Limits(Limiter(LimitsConfig(), MemoryBackend(60_000)))
             exchanges = [exchange() for _ in range(calls)]
             for i, ex in enumerate(exchanges):
                 ex.principal, ex.ctx.request_id = limited, str(i)
             t0 = time.perf_counter()
             for ex in exchanges:
                 await rate(ex)
-                rate.limiter.settle((ex.ctx.request_id, ex.ctx.started_at), 50)
+                rate.limiter.settle((ex.ctx.request_id, ex.ctx.started_at), 50, 1000)
             out["limits_us"] = (time.perf_counter() - t0) / calls * 1e6
             return out
 

@@ -52,24 +52,29 @@ def _s(value: object) -> str:
 
 
 def _users_table(users: list[User], title: str = "users") -> None:
-    columns = ["id", "email", "username", "role", "team", "budget", "active"]
-    rows = [
-        [u.id, u.email, _s(u.username), u.role.value, _s(u.team_id), _s(u.budget_limit), "yes" if u.is_active else "no"]
-        for u in users
-    ]
+    columns = ["id", "email", "username", "role", "team", "budget", "period", "active"]
+    rows = []
+    for u in users:
+        budget = [_s(u.budget_limit), _s(u.budget_period)]
+        rows.append(
+            [u.id, u.email, _s(u.username), u.role.value, _s(u.team_id), *budget, "yes" if u.is_active else "no"]
+        )
     table(title, columns, rows)
 
 
 def _teams_table(teams: list[Team], title: str = "teams") -> None:
-    columns = ["id", "name", "budget", "rpm", "tpm", "parallel"]
-    rows = [[t.id, t.name, _s(t.budget_limit), _s(t.rate_limit), _s(t.tpm_limit), _s(t.max_parallel)] for t in teams]
+    columns = ["id", "name", "budget", "period", "rpm", "tpm", "parallel"]
+    rows = [
+        [t.id, t.name, _s(t.budget_limit), _s(t.budget_period), _s(t.rate_limit), _s(t.tpm_limit), _s(t.max_parallel)]
+        for t in teams
+    ]
     table(title, columns, rows)
 
 
 def _keys_table(keys: list[ApiKey], owners: dict[str, str], title: str = "keys") -> None:
     from ghostllm.accounts.rows import now
 
-    columns = ["id", "name", "prefix", "owner", "permissions", "rpm", "tpm", "budget", "expires", "state"]
+    columns = ["id", "name", "prefix", "owner", "permissions", "rpm", "tpm", "budget", "period", "expires", "state"]
     at = now()
     rows = []
     for k in keys:
@@ -79,7 +84,7 @@ def _keys_table(keys: list[ApiKey], owners: dict[str, str], title: str = "keys")
         owner = owners.get(k.user_id or "") or f"team {owners.get(k.team_id or '', k.team_id)}"
         expires = k.expires_at.strftime("%Y-%m-%d %H:%M") if k.expires_at else "-"
         row = [k.id, k.name, k.prefix + "...", owner, f"{allowed}; {models}", _s(k.rate_limit), _s(k.tpm_limit)]
-        rows.append([*row, _s(k.budget_limit), expires, k.state(at).value])
+        rows.append([*row, _s(k.budget_limit), _s(k.budget_period), expires, k.state(at).value])
     table(title, columns, rows)
 
 
@@ -115,6 +120,7 @@ def _user_create(args: argparse.Namespace) -> int:
             team=args.team,
             password=password,
             budget_limit=args.budget_limit,
+            budget_period=args.budget_period,
         )
 
     user = _run(args, body, announce=True)
@@ -137,13 +143,12 @@ def _user_update(args: argparse.Namespace) -> int:
 
     password = _password(args)
     changes: dict[str, Any] = {}
-    for name in ("username", "role", "team", "budget_limit"):
+    for name in ("username", "role", "team", "budget_limit", "budget_period"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
-    if args.no_team:
-        changes["team"] = None
-    if args.no_budget_limit:
-        changes["budget_limit"] = None
+    for flag, name in (("no_team", "team"), ("no_budget_limit", "budget_limit"), ("no_budget_period", "budget_period")):
+        if getattr(args, flag):
+            changes[name] = None
     if args.active is not None:
         changes["is_active"] = args.active
     changes["password"] = UNSET if password is None else password
@@ -168,6 +173,7 @@ def _team_create(args: argparse.Namespace) -> int:
             args.name,
             description=args.description,
             budget_limit=args.budget_limit,
+            budget_period=args.budget_period,
             rate_limit=args.rpm,
             tpm_limit=args.tpm,
             max_parallel=args.max_parallel,
@@ -190,10 +196,12 @@ def _team_list(args: argparse.Namespace) -> int:
 def _team_update(args: argparse.Namespace) -> int:
     changes: dict[str, Any] = {}
     for name, field in (("name", "name"), ("description", "description"), ("budget_limit", "budget_limit"),
-                        ("rpm", "rate_limit"), ("tpm", "tpm_limit"), ("max_parallel", "max_parallel")):  # fmt: skip
+                        ("budget_period", "budget_period"), ("rpm", "rate_limit"), ("tpm", "tpm_limit"),
+                        ("max_parallel", "max_parallel")):  # fmt: skip
         if getattr(args, name) is not None:
             changes[field] = getattr(args, name)
-    for flag, field in (("no_budget_limit", "budget_limit"), ("no_rpm", "rate_limit"), ("no_tpm", "tpm_limit")):
+    for flag, field in (("no_budget_limit", "budget_limit"), ("no_budget_period", "budget_period"),
+                        ("no_rpm", "rate_limit"), ("no_tpm", "tpm_limit")):  # fmt: skip
         if getattr(args, flag):
             changes[field] = None
     team = _run(args, lambda repo: repo.update_team(args.team, **changes), announce=True)
@@ -229,6 +237,7 @@ def _key_create(args: argparse.Namespace) -> int:
             tpm_limit=args.tpm,
             max_parallel=args.max_parallel,
             budget_limit=args.budget_limit,
+            budget_period=args.budget_period,
             expires_at=args.expires,
         )
 
@@ -269,6 +278,12 @@ def _key_update(args: argparse.Namespace) -> int:
             changes[name] = getattr(args, arg)
     if args.budget_limit is not None:
         changes["budget_limit"] = args.budget_limit
+    if args.budget_period is not None:
+        changes["budget_period"] = args.budget_period
+    if args.no_budget_limit:
+        changes["budget_limit"] = None
+    if args.no_budget_period:
+        changes["budget_period"] = None
     if args.expires is not None:
         changes["expires_at"] = args.expires
     if args.no_expiry:
@@ -305,6 +320,22 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         g.add_argument("--active", dest="active", action="store_true", default=None, help="enable")
         g.add_argument("--inactive", dest="active", action="store_false", help="disable")
 
+    # validation.BUDGET_PERIODS (not imported here: the command line starts light).
+    periods = ["daily", "weekly", "monthly"]
+
+    def budget(p: argparse.ArgumentParser, *, update: bool = False) -> None:
+        """--budget-limit and --budget-period; an update also has their --no- forms (to clear)."""
+        if not update:
+            p.add_argument("--budget-limit", type=float, help="USD")
+            p.add_argument("--budget-period", choices=periods, help="when the budget resets (default: never)")
+            return
+        g = p.add_mutually_exclusive_group()
+        g.add_argument("--budget-limit", type=float, help="USD")
+        g.add_argument("--no-budget-limit", action="store_true", help="no budget")
+        g = p.add_mutually_exclusive_group()
+        g.add_argument("--budget-period", choices=periods, help="when the budget resets")
+        g.add_argument("--no-budget-period", action="store_true", help="the budget never resets")
+
     roles = ["admin", "user", "viewer"]
     users = sub.add_parser("user", help="manage users").add_subparsers(dest="action", required=True)
     p = leaf(users, "create", _user_create, "create a user")
@@ -313,7 +344,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--role", choices=roles, default="user")
     p.add_argument("--team", help="team name or id")
     p.add_argument("--password-stdin", action="store_true", help="read a password (one line) from stdin")
-    p.add_argument("--budget-limit", type=float)
+    budget(p)
     p = leaf(users, "list", _user_list, "list users")
     p.add_argument("--search", help="part of an email or username")
     p.add_argument("--page", type=int, default=1)
@@ -325,9 +356,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--team", help="team name or id")
     g.add_argument("--no-team", action="store_true", help="remove from their team")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--budget-limit", type=float)
-    g.add_argument("--no-budget-limit", action="store_true")
+    budget(p, update=True)
     p.add_argument("--password-stdin", action="store_true", help="set a password read (one line) from stdin")
     active(p)
     p = leaf(users, "delete", _user_delete, "delete a user and their keys")
@@ -337,7 +366,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     p = leaf(teams, "create", _team_create, "create a team")
     p.add_argument("name")
     p.add_argument("--description", default="")
-    p.add_argument("--budget-limit", type=float)
+    budget(p)
     p.add_argument("--rpm", type=int, help="requests per minute")
     p.add_argument("--tpm", type=int, help="tokens per minute")
     p.add_argument("--max-parallel", type=int)
@@ -346,7 +375,8 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("team", metavar="NAME_OR_ID")
     p.add_argument("--name")
     p.add_argument("--description")
-    for flag, unit in (("budget-limit", float), ("rpm", int), ("tpm", int)):
+    budget(p, update=True)
+    for flag, unit in (("rpm", int), ("tpm", int)):
         g = p.add_mutually_exclusive_group()
         g.add_argument(f"--{flag}", type=unit)
         g.add_argument(f"--no-{flag}", action="store_true")
@@ -356,13 +386,13 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
 
     keys = sub.add_parser("key", help="manage API keys").add_subparsers(dest="action", required=True)
 
-    def limits(p: argparse.ArgumentParser) -> None:
+    def limits(p: argparse.ArgumentParser, *, update: bool = False) -> None:
         p.add_argument("--models", help="comma-separated models the key may use (default: any)")
         p.add_argument("--endpoints", help="comma-separated: chat,completions,embeddings,models (default: all)")
         p.add_argument("--rpm", type=int, help="requests per minute")
         p.add_argument("--tpm", type=int, help="tokens per minute")
         p.add_argument("--max-parallel", type=int)
-        p.add_argument("--budget-limit", type=float)
+        budget(p, update=update)
 
     p = leaf(keys, "create", _key_create, "create a key (printed once)")
     owner = p.add_mutually_exclusive_group(required=True)
@@ -378,7 +408,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     p = leaf(keys, "update", _key_update, "change a key's name, permissions or limits")
     p.add_argument("key", metavar="ID")
     p.add_argument("--name")
-    limits(p)
+    limits(p, update=True)
     p.add_argument("--all-models", action="store_true", help="allow any model")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--expires", metavar="ISO8601")

@@ -118,6 +118,15 @@ class RateLimited(GhostError):
     default_code = "rate_limit_exceeded"
 
 
+class QuotaExceeded(GhostError):
+    """A budget is spent: OpenAI's own words for it (its SDK raises RateLimitError)."""
+
+    http_status = 429
+    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    error_type = "insufficient_quota"
+    default_code = "insufficient_quota"
+
+
 class InternalError(GhostError):
     pass
 

@@ -35,6 +35,9 @@ class Team:
     max_parallel: int | None
     created_at: datetime
     updated_at: datetime
+    # daily | weekly | monthly: when the budget resets (None: never). Last, with a default,
+    # so positional constructions of the record stay valid.
+    budget_period: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "created_at": _iso(self.created_at), "updated_at": _iso(self.updated_at)}
@@ -53,6 +56,8 @@ class User:
     has_password: bool
     created_at: datetime
     updated_at: datetime
+    # daily | weekly | monthly: when the budget resets (None: never).
+    budget_period: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -100,6 +105,8 @@ class ApiKey:
     last_used_at: datetime | None
     is_active: bool
     created_at: datetime
+    # daily | weekly | monthly: when the budget resets (None: never).
+    budget_period: str | None = None
 
     @property
     def is_service_key(self) -> bool:

@@ -62,6 +62,7 @@ class AccountRepository:
         rate_limit: int | None = None,
         tpm_limit: int | None = None,
         max_parallel: int | None = None,
+        budget_period: str | None = None,
         actor: Actor = CLI,
     ) -> Team:
         name = validation.team_name(name)
@@ -71,13 +72,14 @@ class AccountRepository:
             "rate_limit": validation.limit("rate_limit", rate_limit),
             "tpm_limit": validation.limit("tpm_limit", tpm_limit),
             "max_parallel": validation.limit("max_parallel", max_parallel),
+            "budget_period": validation.budget_period(budget_period),
         }
         team_id = str(uuid.uuid4())
         async with self.store.transaction() as tx:
             await write(
                 tx,
-                "INSERT INTO teams (id, name, description, budget_limit, rate_limit, tpm_limit, max_parallel)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO teams (id, name, description, budget_limit, rate_limit, tpm_limit, max_parallel,"
+                " budget_period) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (team_id, name, *values.values()),
                 duplicate=AlreadyExists(f"a team named {name!r} already exists", param="name"),
             )
@@ -111,6 +113,7 @@ class AccountRepository:
         rate_limit: int | Unset | None = UNSET,
         tpm_limit: int | Unset | None = UNSET,
         max_parallel: int | Unset | None = UNSET,
+        budget_period: str | Unset | None = UNSET,
         actor: Actor = CLI,
     ) -> Team:
         team = await self.get_team(ref)
@@ -121,6 +124,8 @@ class AccountRepository:
             changes["description"] = validation.text("description", description, max_length=validation.MAX_DESCRIPTION)
         if budget_limit is not UNSET:
             changes["budget_limit"] = validation.money("budget_limit", budget_limit)
+        if budget_period is not UNSET:
+            changes["budget_period"] = validation.budget_period(budget_period)
         for field, value in (("rate_limit", rate_limit), ("tpm_limit", tpm_limit), ("max_parallel", max_parallel)):
             if value is not UNSET:
                 changes[field] = validation.limit(field, value)
@@ -153,6 +158,7 @@ class AccountRepository:
         team: str | None = None,
         password: str | None = None,
         budget_limit: float | None = None,
+        budget_period: str | None = None,
         actor: Actor = CLI,
     ) -> User:
         email = validation.email(email)
@@ -161,6 +167,7 @@ class AccountRepository:
             "role": validation.role(role).value,
             "team_id": None if team is None else (await self.get_team(team)).id,
             "budget_limit": validation.money("budget_limit", budget_limit),
+            "budget_period": validation.budget_period(budget_period),
         }
         password_hash = None if password is None else await hash_password(password, self.bcrypt_cost)
         user_id = str(uuid.uuid4())
@@ -168,8 +175,8 @@ class AccountRepository:
         async with self.store.transaction() as tx:
             await write(
                 tx,
-                "INSERT INTO users (id, email, username, role, team_id, budget_limit, password_hash)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO users (id, email, username, role, team_id, budget_limit, budget_period, password_hash)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (user_id, email, *values.values(), password_hash),
                 duplicate=AlreadyExists(f"a user with email {email!r} already exists", param="email"),
             )
@@ -209,6 +216,7 @@ class AccountRepository:
         role: str | Role | Unset = UNSET,
         team: str | Unset | None = UNSET,
         budget_limit: float | Unset | None = UNSET,
+        budget_period: str | Unset | None = UNSET,
         is_active: bool | Unset = UNSET,
         password: str | Unset = UNSET,
         actor: Actor = CLI,
@@ -223,6 +231,8 @@ class AccountRepository:
             changes["team_id"] = None if team is None else (await self.get_team(team)).id
         if budget_limit is not UNSET:
             changes["budget_limit"] = validation.money("budget_limit", budget_limit)
+        if budget_period is not UNSET:
+            changes["budget_period"] = validation.budget_period(budget_period)
         if is_active is not UNSET:
             if not isinstance(is_active, bool):
                 raise InvalidRequest("is_active: expected true or false", param="is_active", code="invalid_type")
@@ -258,6 +268,7 @@ class AccountRepository:
         max_parallel: int | None = None,
         budget_limit: float | None = None,
         expires_at: str | datetime | None = None,
+        budget_period: str | None = None,
         actor: Actor = CLI,
     ) -> NewKey:
         """A key for a user, or a service key for a team (no human owner). The clear key
@@ -275,6 +286,7 @@ class AccountRepository:
             "max_parallel": validation.limit("max_parallel", max_parallel),
             "budget_limit": validation.money("budget_limit", budget_limit),
             "expires_at": None if expires is None else rows.stamp(expires),
+            "budget_period": validation.budget_period(budget_period),
         }
         secret = generate_key()
         key_id, prefix = str(uuid.uuid4()), visible_prefix(secret)
@@ -284,7 +296,8 @@ class AccountRepository:
             await write(
                 tx,
                 "INSERT INTO api_keys (id, name, key_prefix, key_hash, permissions, user_id, team_id, rate_limit,"
-                " tpm_limit, max_parallel, budget_limit, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " tpm_limit, max_parallel, budget_limit, expires_at, budget_period)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (key_id, name, prefix, digest(secret), json.dumps(perms.to_json()), *values.values()),
             )
             await record(tx, actor, "key.create", "api_key", key_id, detail)
@@ -320,6 +333,7 @@ class AccountRepository:
         budget_limit: float | Unset | None = UNSET,
         expires_at: str | datetime | Unset | None = UNSET,
         is_active: bool | Unset = UNSET,
+        budget_period: str | Unset | None = UNSET,
         actor: Actor = CLI,
         action: str = "key.update",
     ) -> ApiKey:
@@ -334,6 +348,8 @@ class AccountRepository:
                 changes[field] = validation.limit(field, value)
         if budget_limit is not UNSET:
             changes["budget_limit"] = validation.money("budget_limit", budget_limit)
+        if budget_period is not UNSET:
+            changes["budget_period"] = validation.budget_period(budget_period)
         if expires_at is not UNSET:
             expires = validation.timestamp("expires_at", expires_at)
             changes["expires_at"] = None if expires is None else rows.stamp(expires)

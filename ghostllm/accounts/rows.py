@@ -14,15 +14,16 @@ from ghostllm.accounts.permissions import Permissions
 from ghostllm.accounts.records import ApiKey, AuditEntry, ModelRecord, ProviderRecord, Role, Team, User
 
 TEAM_COLUMNS = (
-    "id, name, description, budget_limit, current_spend, rate_limit, tpm_limit, max_parallel, created_at, updated_at"
+    "id, name, description, budget_limit, current_spend, rate_limit, tpm_limit, max_parallel, created_at, updated_at, "
+    "budget_period"
 )
 USER_COLUMNS = (
     "id, email, username, role, team_id, budget_limit, current_spend, is_active, "
-    "password_hash IS NOT NULL, created_at, updated_at"
+    "password_hash IS NOT NULL, created_at, updated_at, budget_period"
 )
 KEY_COLUMNS = (
     "id, name, key_prefix, user_id, team_id, permissions, rate_limit, tpm_limit, max_parallel, "
-    "budget_limit, current_spend, expires_at, last_used_at, is_active, created_at"
+    "budget_limit, current_spend, expires_at, last_used_at, is_active, created_at, budget_period"
 )
 
 AUDIT_COLUMNS = "id, actor_user_id, actor_key_id, action, target_type, target_id, detail, ip_address, created_at"
@@ -53,6 +54,10 @@ def _money(value: Any) -> float | None:
     return None if value is None else float(value) if isinstance(value, Decimal | int | float) else float(str(value))
 
 
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
 def _int(value: Any) -> int | None:
     return None if value is None else int(value)
 
@@ -71,7 +76,7 @@ def _required_time(value: Any) -> datetime:
 
 
 def team(row: tuple[Any, ...]) -> Team:
-    id_, name, description, budget, spend, rpm, tpm, parallel, created, updated = row
+    id_, name, description, budget, spend, rpm, tpm, parallel, created, updated, period = row
     return Team(
         id=str(id_),
         name=str(name),
@@ -83,11 +88,12 @@ def team(row: tuple[Any, ...]) -> Team:
         max_parallel=_int(parallel),
         created_at=_required_time(created),
         updated_at=_required_time(updated),
+        budget_period=_text(period),
     )
 
 
 def user(row: tuple[Any, ...]) -> User:
-    id_, email, username, role, team_id, budget, spend, active, has_password, created, updated = row
+    id_, email, username, role, team_id, budget, spend, active, has_password, created, updated, period = row
     return User(
         id=str(id_),
         email=str(email),
@@ -100,6 +106,7 @@ def user(row: tuple[Any, ...]) -> User:
         has_password=bool(has_password),
         created_at=_required_time(created),
         updated_at=_required_time(updated),
+        budget_period=_text(period),
     )
 
 
@@ -120,6 +127,7 @@ def api_key(row: tuple[Any, ...]) -> ApiKey:
         used,
         active,
         created,
+        period,
     ) = row
     data = json.loads(permissions) if isinstance(permissions, str | bytes) else permissions
     return ApiKey(
@@ -138,6 +146,7 @@ def api_key(row: tuple[Any, ...]) -> ApiKey:
         last_used_at=_time(used),
         is_active=bool(active),
         created_at=_required_time(created),
+        budget_period=_text(period),
     )
 
 

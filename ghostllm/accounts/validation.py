@@ -19,6 +19,8 @@ MAX_KEY_NAME = 100
 MAX_DESCRIPTION = 500
 MAX_INT = 2**31 - 1  # an INTEGER column
 MAX_MONEY = 1e12  # NUMERIC(20, 8)
+# When a budget resets (migration 0004's CHECK allows exactly these); none: never.
+BUDGET_PERIODS = ("daily", "weekly", "monthly")
 
 
 def _bad(field: str, message: str, code: str = "invalid_value") -> InvalidRequest:
@@ -79,7 +81,19 @@ def money(field: str, value: float | None) -> float | None:
         raise _bad(field, "expected a number", "invalid_type")
     if not math.isfinite(value) or not 0 <= value < MAX_MONEY:
         raise _bad(field, f"expected a number from 0 to below {MAX_MONEY:.0e}")
-    return float(value)
+    return float(value) or 0.0  # -0.0 as 0.0
+
+
+def budget_period(value: str | None) -> str | None:
+    """None (the budget never resets) or one of BUDGET_PERIODS, in any case, as lower case."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _bad("budget_period", f"expected one of {', '.join(BUDGET_PERIODS)}", "invalid_type")
+    period = value.lower()
+    if period not in BUDGET_PERIODS:
+        raise _bad("budget_period", f"expected one of {', '.join(BUDGET_PERIODS)}")
+    return period
 
 
 def record_id(field: str, value: str) -> str:

@@ -20,14 +20,16 @@ from ghostllm.cluster.changes import ACCOUNTS
 from ghostllm.errors import InvalidRequest
 from ghostllm.gateway.context import RequestContext
 from ghostllm.gateway.pipeline import Pipeline
+from ghostllm.ledger.spend import with_current_spend
 from ghostllm.protocol.endpoints import Endpoint
 from ghostllm.v1 import admin_pb2
 
 READ, WRITE = Endpoint.ADMIN_READ, Endpoint.ADMIN_WRITE
-USER_CLEARABLE = ("budget_limit", "team_id", "username")
+# What an update's `clear` may name (as the proto's comments list them).
+USER_CLEARABLE = ("budget_limit", "budget_period", "team_id", "username")
 LIMITS = ("rate_limit", "tpm_limit", "max_parallel")
-TEAM_CLEARABLE = ("budget_limit", *LIMITS)
-KEY_CLEARABLE = ("budget_limit", "expires_at", *LIMITS)
+TEAM_CLEARABLE = ("budget_limit", "budget_period", *LIMITS)
+KEY_CLEARABLE = ("budget_limit", "budget_period", "expires_at", *LIMITS)
 
 
 def _permissions(request: object) -> Permissions | None:
@@ -46,7 +48,8 @@ class AccountsAdmin:
     async def ListUsers(self, request: admin_pb2.ListUsersRequest, rc: RequestContext) -> admin_pb2.ListUsersResponse:
         async with admitted(self.pipeline, rc, READ):
             page = await self.accounts.list_users(**msg.page_args(request), search=msg.optional(request, "search"))
-            return admin_pb2.ListUsersResponse(users=[msg.user(u) for u in page.items], pagination=msg.pagination(page))
+            users = await with_current_spend(self.accounts.store, "user", page.items)
+            return admin_pb2.ListUsersResponse(users=[msg.user(u) for u in users], pagination=msg.pagination(page))
 
     @unary
     async def CreateUser(self, request: admin_pb2.CreateUserRequest, rc: RequestContext) -> admin_pb2.User:
@@ -58,6 +61,7 @@ class AccountsAdmin:
                 team=msg.id_field(request, "team_id"),
                 password=msg.optional(request, "password"),
                 budget_limit=msg.optional(request, "budget_limit"),
+                budget_period=msg.optional(request, "budget_period"),
                 actor=actor(p, rc),
             )
             await self.changed(ACCOUNTS)
@@ -66,7 +70,8 @@ class AccountsAdmin:
     @unary
     async def GetUser(self, request: admin_pb2.GetUserRequest, rc: RequestContext) -> admin_pb2.User:
         async with admitted(self.pipeline, rc, READ):
-            return msg.user(await self.accounts.get_user(record_id("id", request.id)))
+            found = await self.accounts.get_user(record_id("id", request.id))
+            return msg.user((await with_current_spend(self.accounts.store, "user", [found]))[0])
 
     @unary
     async def UpdateUser(self, request: admin_pb2.UpdateUserRequest, rc: RequestContext) -> admin_pb2.User:
@@ -78,12 +83,13 @@ class AccountsAdmin:
                 role=msg.given(request, "role"),
                 team=msg.given_id(request, "team_id", clear),
                 budget_limit=msg.given(request, "budget_limit", clear),
+                budget_period=msg.given(request, "budget_period", clear),
                 is_active=msg.given(request, "is_active"),
                 password=msg.given(request, "password"),
                 actor=actor(p, rc),
             )
             await self.changed(ACCOUNTS)
-            return msg.user(updated)
+            return msg.user((await with_current_spend(self.accounts.store, "user", [updated]))[0])
 
     @unary
     async def DeleteUser(self, request: admin_pb2.DeleteRequest, rc: RequestContext) -> admin_pb2.Deleted:
@@ -97,7 +103,8 @@ class AccountsAdmin:
     @unary
     async def ListTeams(self, request: admin_pb2.ListTeamsRequest, rc: RequestContext) -> admin_pb2.ListTeamsResponse:
         async with admitted(self.pipeline, rc, READ):
-            return admin_pb2.ListTeamsResponse(teams=[msg.team(t) for t in await self.accounts.list_teams()])
+            teams = await with_current_spend(self.accounts.store, "team", await self.accounts.list_teams())
+            return admin_pb2.ListTeamsResponse(teams=[msg.team(t) for t in teams])
 
     @unary
     async def CreateTeam(self, request: admin_pb2.CreateTeamRequest, rc: RequestContext) -> admin_pb2.Team:
@@ -106,6 +113,7 @@ class AccountsAdmin:
                 request.name,
                 description=msg.optional(request, "description") or "",
                 budget_limit=msg.optional(request, "budget_limit"),
+                budget_period=msg.optional(request, "budget_period"),
                 **{field: msg.optional(request, field) for field in LIMITS},
                 actor=actor(p, rc),
             )
@@ -121,11 +129,12 @@ class AccountsAdmin:
                 name=msg.given(request, "name"),
                 description=msg.given(request, "description"),
                 budget_limit=msg.given(request, "budget_limit", clear),
+                budget_period=msg.given(request, "budget_period", clear),
                 **{field: msg.given(request, field, clear) for field in LIMITS},
                 actor=actor(p, rc),
             )
             await self.changed(ACCOUNTS)
-            return msg.team(updated)
+            return msg.team((await with_current_spend(self.accounts.store, "team", [updated]))[0])
 
     @unary
     async def DeleteTeam(self, request: admin_pb2.DeleteRequest, rc: RequestContext) -> admin_pb2.Deleted:
@@ -143,6 +152,7 @@ class AccountsAdmin:
             if user is not None and team is not None:
                 raise InvalidRequest("give user_id or team_id, not both", param="team_id", code="invalid_value")
             keys = await self.accounts.list_keys(user=user, team=team)
+            keys = await with_current_spend(self.accounts.store, "API key", keys)
             return admin_pb2.ListKeysResponse(keys=[msg.api_key(k) for k in keys])
 
     @unary
@@ -154,6 +164,7 @@ class AccountsAdmin:
                 team=msg.id_field(request, "team_id"),
                 permissions=_permissions(request),
                 budget_limit=msg.optional(request, "budget_limit"),
+                budget_period=msg.optional(request, "budget_period"),
                 expires_at=msg.optional(request, "expires_at"),
                 **{field: msg.optional(request, field) for field in LIMITS},
                 actor=actor(p, rc),
@@ -172,17 +183,18 @@ class AccountsAdmin:
                 name=msg.given(request, "name"),
                 permissions=UNSET if permissions is None else permissions,
                 budget_limit=msg.given(request, "budget_limit", clear),
+                budget_period=msg.given(request, "budget_period", clear),
                 expires_at=msg.given(request, "expires_at", clear),
                 is_active=msg.given(request, "is_active"),
                 **{field: msg.given(request, field, clear) for field in LIMITS},
                 actor=actor(p, rc),
             )
             await self.changed(ACCOUNTS)
-            return msg.api_key(updated)
+            return msg.api_key((await with_current_spend(self.accounts.store, "API key", [updated]))[0])
 
     @unary
     async def RevokeKey(self, request: admin_pb2.RevokeKeyRequest, rc: RequestContext) -> admin_pb2.ApiKey:
         async with admitted(self.pipeline, rc, WRITE) as p:
             revoked = await self.accounts.revoke_key(record_id("id", request.id), actor=actor(p, rc))
             await self.changed(ACCOUNTS)
-            return msg.api_key(revoked)
+            return msg.api_key((await with_current_spend(self.accounts.store, "API key", [revoked]))[0])

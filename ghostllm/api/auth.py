@@ -11,6 +11,7 @@ from ghostllm.auth.tokens import TokenSigner
 from ghostllm.errors import AuthenticationFailed
 from ghostllm.gateway.context import RequestContext
 from ghostllm.gateway.pipeline import Pipeline
+from ghostllm.ledger.spend import with_current_spend
 from ghostllm.protocol.endpoints import Endpoint
 from ghostllm.v1 import admin_pb2, auth_pb2, auth_pb2_grpc
 
@@ -41,4 +42,5 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
         async with admitted(self.pipeline, rc, Endpoint.OWN_KEYS) as p:
             # The master key (and auth off) belongs to no user: it owns no keys.
             keys = [] if p.user_id is None else await self.accounts.list_keys(user=p.user_id)
+            keys = await with_current_spend(self.accounts.store, "API key", keys)
             return admin_pb2.ListKeysResponse(keys=[msg.api_key(k) for k in keys])

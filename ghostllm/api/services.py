@@ -27,6 +27,7 @@ from ghostllm.api.gateway import GatewayService
 from ghostllm.api.models import ModelService
 from ghostllm.api.rawbody import decode_http_body
 from ghostllm.api.rest import RestBridge
+from ghostllm.api.usage import UsageService
 from ghostllm.auth.tokens import TokenSigner
 from ghostllm.config import Config
 from ghostllm.gateway.pipeline import Pipeline
@@ -41,6 +42,7 @@ from ghostllm.v1 import (
     gateway_pb2,
     models_pb2,
     rest_pb2,
+    usage_pb2,
 )
 
 HTTP_BODY = httpbody_pb2.HttpBody.DESCRIPTOR
@@ -121,6 +123,12 @@ SERVICES: tuple[Service, ...] = (
     Service(
         _service(auth_pb2.DESCRIPTOR, "AuthService"),
         lambda d: AuthService(d.pipeline, d.accounts, d.signer),
+        public=True,
+        rest=True,
+    ),
+    Service(
+        _service(usage_pb2.DESCRIPTOR, "UsageService"),
+        lambda d: UsageService(d.pipeline, d.accounts.store),
         public=True,
         rest=True,
     ),

@@ -12,9 +12,9 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from functools import lru_cache
 
 from ghostllm.config import ModelConfig
-from ghostllm.protocol.usage import Usage
+from ghostllm.protocol.usage import NANO_PER_USD, Usage
 
-NANO_PER_USD = 1_000_000_000
+__all__ = ["NANO_PER_USD", "cost_nano_usd", "nano_per_token", "usage_cost"]
 _THOUSAND = Decimal(1000)
 
 

@@ -1,6 +1,6 @@
 """The admit stages. Each takes the exchange and either fills it in or raises the
 error the client gets; the worker lists them in order (see server/worker.py):
-authenticate, decode, authorize, resolve the model, rate limits."""
+authenticate, decode, authorize, resolve the model, limits (rate limits and budgets)."""
 
 from __future__ import annotations
 
@@ -53,6 +53,10 @@ async def authorize(ex: Exchange) -> None:
     elif endpoint is Endpoint.OWN_KEYS:
         if p.user_id is None and not p.is_admin:
             raise _denied("list keys: this key belongs to no user")
+    elif endpoint is Endpoint.OWN_USAGE:
+        # Strictly one's own: the master key (and auth off) is nobody's, so it has none.
+        if p.user_id is None and p.key_id is None:
+            raise _denied("read own usage: this credential belongs to no user or key (use GET /admin/usage)")
     elif not p.permissions.allows(endpoint):
         raise _denied(f"use the {endpoint.value} endpoint with this key")
     elif endpoint.names_model and "model" in (ex.body or {}) and not p.permissions.allows_model(ex.requested_model):
@@ -76,10 +80,11 @@ def _int(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
-class RateLimit:
-    """Requests, tokens and parallel requests per key, user and team (ghostllm/limits/).
-    After the model is resolved: a request for a model that does not exist costs nothing,
-    and the model's max_output_tokens is known for the estimate. Also the settle sink."""
+class Limits:
+    """Requests, tokens and parallel requests per key, user and team, and their budgets
+    (ghostllm/limits/): one check, so one round trip to Redis for both. After the model is
+    resolved: a request for a model that does not exist costs nothing, and the model's
+    max_output_tokens is known for the estimate. Also the settle sink (tokens, slots, spend)."""
 
     def __init__(self, limiter: Limiter) -> None:
         self.limiter = limiter
@@ -109,4 +114,4 @@ class RateLimit:
         return prompt + most * max(_int(body.get("n")) or 1, 1)
 
     def settle(self, record: UsageRecord) -> None:
-        self.limiter.settle((record.request_id, record.started_at), record.total_tokens)
+        self.limiter.settle((record.request_id, record.started_at), record.total_tokens, record.cost_nano_usd)

@@ -3,5 +3,5 @@ per user and per team, checked and counted in one atomic step for every level to
 
 `Limiter` (limiter.py) turns a principal into its levels and answers admit/settle;
 a backend keeps the counters: `MemoryBackend` (one process) or `RedisBackend` (every
-worker of every replica). The gateway's `RateLimit` stage and sink call the limiter.
+worker of every replica). The gateway's `Limits` stage and sink call the limiter.
 """

@@ -1,6 +1,12 @@
 """What every backend shares: the levels a request is counted at, the verdict of one
 check, and how a verdict reads to a client (headers, the 429 message).
 
+A level's budget is checked in the same call as its rate limits, before anything is
+counted: a request over budget uses up no request or token of any window. Spend counters
+are integer nano-USD; a missing counter is not zero but unknown (a new period, a Redis
+that lost its data), and the check says so (SEED) for the limiter to read it from the
+ledger before it asks again.
+
 Windows are fixed 60 s windows per level that start with the first request counted
 there (not at the wall-clock minute), so a burst is never split between two windows by
 a clock edge: N requests inside one window against a limit of L admit exactly L.
@@ -12,12 +18,17 @@ import math
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from ghostllm.limits.periods import Period
+from ghostllm.protocol.usage import NANO_PER_USD
+
 WINDOW_MS = 60_000
 
 # Verdict.kind: which limit refused the request.
 REQUESTS = 1
 TOKENS = 2
 PARALLEL = 3
+BUDGET = 4
+SEED = 5
 
 # A parallel slot frees when some request ends, which no clock predicts: the client is told to retry soon.
 PARALLEL_RETRY_MS = 1000
@@ -29,7 +40,7 @@ class LimitsUnavailable(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Level:
-    """One thing a request is counted against; 0 means no limit of that kind."""
+    """One thing a request is counted against; 0 (None) means no limit of that kind."""
 
     # "API key", "user", "team": how the 429 message names it.
     kind: str
@@ -37,11 +48,22 @@ class Level:
     rpm: int
     tpm: int
     parallel: int
+    # Nano-USD that may be spent in `period`; -1: no budget (0 is a real one: nothing may be spent).
+    budget: int = -1
+    period: Period | None = None
     # Where its counters live ("apikey:<id>"): made once, read several times per check.
     key: str = field(init=False, compare=False)
+    # Its spend counter for the current period ("spend:apikey:<id>:m2026-12"; "" without a budget).
+    spend_key: str = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "key", f"{self.kind.replace(' ', '').lower()}:{self.id}")
+        key = f"{self.kind.replace(' ', '').lower()}:{self.id}"
+        object.__setattr__(self, "key", key)
+        object.__setattr__(self, "spend_key", "" if self.period is None else f"spend:{key}:{self.period.tag}")
+
+    @property
+    def has_budget(self) -> bool:
+        return self.budget >= 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,10 +101,19 @@ class Verdict:
 class Backend(Protocol):
     async def admit(self, levels: tuple[Level, ...], estimate: int, slot: str) -> Verdict: ...
 
-    def settle(self, levels: tuple[Level, ...], windows: tuple[int, ...], slot: str, delta: int) -> None:
-        """Add `delta` tokens to the windows the request was admitted in (if still current) and
-        release its parallel slots. Never awaits: it runs from a sink, during cancellation."""
+    def settle(
+        self, levels: tuple[Level, ...], windows: tuple[int, ...], slot: str, delta: int, cost_nano: int
+    ) -> None:
+        """Add `delta` tokens to the windows the request was admitted in (if still current),
+        release its parallel slots, and add its cost to the spend counters that exist. Never
+        awaits: it runs from a sink, during cancellation."""
         ...
+
+    async def seed(self, level: Level, spent_nano: int) -> None:
+        """Start `level`'s spend counter at `spent_nano` unless another worker already did."""
+        ...
+
+    async def start(self) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -113,6 +144,25 @@ def headers(v: Verdict) -> list[tuple[str, str]]:
 def retry_after(v: Verdict) -> str:
     """Whole seconds (what retry-after takes), never 0: a client retrying at once is refused again."""
     return str(max(1, math.ceil(v.reset_ms / 1000)))
+
+
+def usd(nano: int) -> str:
+    """Dollars the way a bill shows them, but exact: cents are too coarse for a per-token spend."""
+    whole, frac = divmod(abs(nano), NANO_PER_USD)
+    digits = f"{frac:09d}".rstrip("0").ljust(2, "0")
+    return f"{'-' if nano < 0 else ''}${whole}.{digits}"
+
+
+def quota_message(v: Verdict, levels: tuple[Level, ...]) -> str:
+    """OpenAI's insufficient_quota words, and which budget it was."""
+    level = levels[v.level]
+    period = level.period
+    name = f"{period.name} " if period and period.name else ""
+    resets = f" It resets at {period.ends_at}." if period and period.name else ""
+    return (
+        f"You exceeded your current quota: {level.kind} {level.id} has spent {usd(v.used)} of its "
+        f"{name}budget of {usd(v.limit)}.{resets}"
+    )
 
 
 def message(v: Verdict, levels: tuple[Level, ...], estimate: int) -> str:

@@ -6,7 +6,17 @@ from __future__ import annotations
 
 import time
 
-from ghostllm.limits.core import PARALLEL, PARALLEL_RETRY_MS, REQUESTS, TOKENS, WINDOW_MS, Level, Verdict
+from ghostllm.limits.core import (
+    BUDGET,
+    PARALLEL,
+    PARALLEL_RETRY_MS,
+    REQUESTS,
+    SEED,
+    TOKENS,
+    WINDOW_MS,
+    Level,
+    Verdict,
+)
 
 
 def _now_ms() -> int:
@@ -20,12 +30,21 @@ class MemoryBackend:
         self.windows: dict[str, list[int]] = {}
         # Level key -> {slot: expiry}; the TTL only matters if a settle were ever lost.
         self.slots: dict[str, dict[str, int]] = {}
+        # Spend key -> [nano-USD spent, expires (epoch ms)].
+        self.spend: dict[str, list[int]] = {}
         self._trim_at = 10_000
 
     async def admit(self, levels: tuple[Level, ...], estimate: int, slot: str) -> Verdict:
         return self.check(levels, estimate, slot, _now_ms())
 
     def check(self, levels: tuple[Level, ...], estimate: int, slot: str, now: int) -> Verdict:
+        for i, lv in enumerate(levels):
+            if lv.has_budget:
+                spent = self.spend.get(lv.spend_key)
+                if spent is None or spent[1] <= time.time() * 1000:
+                    return Verdict(False, i, SEED, lv.budget)
+                if spent[0] >= lv.budget:
+                    return Verdict(False, i, BUDGET, lv.budget, spent[0])
         counters: list[list[int]] = []
         refused: tuple[int, int, int, int, int] | None = None
         requests = tokens = (0, 0, 0)
@@ -68,8 +87,14 @@ class MemoryBackend:
             windows=tuple(c[0] for c in counters),
         )
 
-    def settle(self, levels: tuple[Level, ...], windows: tuple[int, ...], slot: str, delta: int) -> None:
+    def settle(
+        self, levels: tuple[Level, ...], windows: tuple[int, ...], slot: str, delta: int, cost_nano: int
+    ) -> None:
         for lv, start in zip(levels, windows, strict=True):
+            if cost_nano and lv.has_budget:
+                spent = self.spend.get(lv.spend_key)
+                if spent is not None:
+                    spent[0] += cost_nano
             c = self.windows.get(lv.key)
             if delta and c is not None and c[0] == start:
                 c[2] = max(c[2] + delta, 0)
@@ -81,14 +106,27 @@ class MemoryBackend:
                         del self.slots[lv.key]
         self._trim()
 
+    async def seed(self, level: Level, spent_nano: int) -> None:
+        assert level.period is not None
+        have = self.spend.get(level.spend_key)
+        # Two requests may have read the ledger at once: the first count (and what settled since) stands.
+        if have is None or have[1] <= time.time() * 1000:
+            self.spend[level.spend_key] = [spent_nano, level.period.expires_ms()]
+
     def _trim(self) -> None:
         # Bounded memory: windows long over are dropped now and then, not on every call.
         if len(self.windows) > self._trim_at:
             now = _now_ms()
             for k in [k for k, c in self.windows.items() if now >= c[0] + WINDOW_MS]:
                 del self.windows[k]
+            wall = time.time() * 1000
+            for k in [k for k, s in self.spend.items() if s[1] <= wall]:
+                del self.spend[k]
             # Amortized: the next sweep waits until as many windows again have been made.
             self._trim_at = max(10_000, 2 * len(self.windows))
+
+    async def start(self) -> None:
+        return None
 
     async def close(self) -> None:
         return None

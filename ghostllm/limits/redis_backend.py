@@ -10,7 +10,9 @@ request more than one deadline.
 
 Keys, under redis.prefix: `limits:<level>:<id>` a hash {w: window start ms, r: requests,
 t: tokens} that expires with its window; `limits:<level>:<id>:slots` a sorted set of the
-parallel slots held, scored by when each expires (a crashed worker's slots lapse).
+parallel slots held, scored by when each expires (a crashed worker's slots lapse);
+`limits:spend:<level>:<id>:<period>` the nano-USD spent in a budget period, started from
+the ledger (the durable copy) and expiring with its period or within the hour.
 """
 
 from __future__ import annotations
@@ -28,21 +30,36 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# KEYS: per level, its hash and its slots. ARGV: window ms, slot ttl ms, slot, estimate, then per
-# level rpm, tpm, parallel (0: none). Time is Redis's own, so replicas' clocks do not matter.
-# Reply: ok, refused level (1-based), kind, limit, used, reset ms, then the tightest requests
-# limit, remaining and reset, the same for tokens (limit -1: none), then each level's window start.
+# KEYS: per level, its hash, its slots and its spend counter. ARGV: window ms, slot ttl ms, slot,
+# estimate, then per level rpm, tpm, parallel (0: none) and budget (-1: none), then the parallel
+# retry ms. Time is Redis's own, so replicas' clocks do not matter. Reply: ok, refused level
+# (1-based), kind, limit, used, reset ms, then the tightest requests limit, remaining and reset,
+# the same for tokens (limit -1: none), then each level's window start. Budgets are checked
+# first, so a request over budget is counted nowhere; a missing counter is unknown spend (SEED).
 ADMIT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local window, ttl, slot, est = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
-local n = #KEYS / 2
+local n = #KEYS / 3
+for i = 1, n do
+  local budget = tonumber(ARGV[4 + 4 * i])
+  if budget >= 0 then
+    local spent = redis.call('GET', KEYS[3 * i])
+    if not spent then
+      return {0, i, 5, budget, 0, 0, -1, 0, 0, -1, 0, 0}
+    end
+    spent = tonumber(spent)
+    if spent >= budget then
+      return {0, i, 4, budget, spent, 0, -1, 0, 0, -1, 0, 0}
+    end
+  end
+end
 local w, r, k = {}, {}, {}
 local fail, fkind, flimit, fused, freset = 0, 0, 0, 0, 0
 local rl, rb, rreset, tl, tb, treset = -1, 0, 0, -1, 0, 0
 for i = 1, n do
-  local rpm, tpm, par = tonumber(ARGV[2 + 3 * i]), tonumber(ARGV[3 + 3 * i]), tonumber(ARGV[4 + 3 * i])
-  local h = redis.call('HMGET', KEYS[2 * i - 1], 'w', 'r', 't')
+  local rpm, tpm, par = tonumber(ARGV[1 + 4 * i]), tonumber(ARGV[2 + 4 * i]), tonumber(ARGV[3 + 4 * i])
+  local h = redis.call('HMGET', KEYS[3 * i - 2], 'w', 'r', 't')
   local wi = tonumber(h[1])
   if wi == nil or now >= wi + window then
     w[i], r[i], k[i] = now, 0, 0
@@ -56,8 +73,8 @@ for i = 1, n do
     elseif tpm > 0 and k[i] + est > tpm then
       fail, fkind, flimit, fused, freset = i, 2, tpm, k[i], reset
     elseif par > 0 then
-      redis.call('ZREMRANGEBYSCORE', KEYS[2 * i], '-inf', now)
-      local busy = redis.call('ZCARD', KEYS[2 * i])
+      redis.call('ZREMRANGEBYSCORE', KEYS[3 * i - 1], '-inf', now)
+      local busy = redis.call('ZCARD', KEYS[3 * i - 1])
       if busy + 1 > par then
         fail, fkind, flimit, fused, freset = i, 3, par, busy, tonumber(ARGV[#ARGV])
       end
@@ -71,35 +88,53 @@ if fail > 0 then
 end
 local reply = {1, 0, 0, 0, 0, 0, rl, rb - 1, rreset, tl, tb - est, treset}
 for i = 1, n do
-  redis.call('HSET', KEYS[2 * i - 1], 'w', w[i], 'r', r[i] + 1, 't', k[i] + est)
-  redis.call('PEXPIREAT', KEYS[2 * i - 1], w[i] + window)
-  if tonumber(ARGV[4 + 3 * i]) > 0 then
-    redis.call('ZADD', KEYS[2 * i], now + ttl, slot)
-    redis.call('PEXPIRE', KEYS[2 * i], ttl)
+  if tonumber(ARGV[1 + 4 * i]) > 0 or tonumber(ARGV[2 + 4 * i]) > 0 then
+    redis.call('HSET', KEYS[3 * i - 2], 'w', w[i], 'r', r[i] + 1, 't', k[i] + est)
+    redis.call('PEXPIREAT', KEYS[3 * i - 2], w[i] + window)
+  end
+  if tonumber(ARGV[3 + 4 * i]) > 0 then
+    redis.call('ZADD', KEYS[3 * i - 1], now + ttl, slot)
+    redis.call('PEXPIRE', KEYS[3 * i - 1], ttl)
   end
   reply[12 + i] = w[i]
 end
 return reply
 """
 
-# KEYS as ADMIT's. ARGV: slot, delta, then per level its window start and whether it holds a slot.
+# KEYS as ADMIT's. ARGV: slot, token delta, cost (nano-USD), then per level its window start,
+# whether it holds a slot and whether it has a budget. A missing spend counter stays missing:
+# it is read from the ledger, which will hold this request's row, when next needed.
 SETTLE = """
-local slot, delta = ARGV[1], tonumber(ARGV[2])
-for i = 1, #KEYS / 2 do
-  if delta ~= 0 and tonumber(redis.call('HGET', KEYS[2 * i - 1], 'w')) == tonumber(ARGV[1 + 2 * i]) then
-    if redis.call('HINCRBY', KEYS[2 * i - 1], 't', delta) < 0 then
-      redis.call('HSET', KEYS[2 * i - 1], 't', 0)
+local slot, delta, cost = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+for i = 1, #KEYS / 3 do
+  if delta ~= 0 and tonumber(redis.call('HGET', KEYS[3 * i - 2], 'w')) == tonumber(ARGV[1 + 3 * i]) then
+    if redis.call('HINCRBY', KEYS[3 * i - 2], 't', delta) < 0 then
+      redis.call('HSET', KEYS[3 * i - 2], 't', 0)
     end
   end
-  if ARGV[2 + 2 * i] == '1' then
-    redis.call('ZREM', KEYS[2 * i], slot)
+  if ARGV[2 + 3 * i] == '1' then
+    redis.call('ZREM', KEYS[3 * i - 1], slot)
+  end
+  if cost > 0 and ARGV[3 + 3 * i] == '1' and redis.call('EXISTS', KEYS[3 * i]) == 1 then
+    redis.call('INCRBY', KEYS[3 * i], cost)
   end
 end
 return 0
 """
 
+# KEYS: a spend counter. ARGV: the spend the ledger holds, when the counter expires (epoch ms).
+# Another worker may have started it first: then its count (and what settled since) stands.
+SEED = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('SET', KEYS[1], ARGV[1])
+  redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
 SCRIPTS = {
-    name: (text, hashlib.sha1(text.encode()).hexdigest()) for name, text in (("admit", ADMIT), ("settle", SETTLE))
+    name: (text, hashlib.sha1(text.encode()).hexdigest())
+    for name, text in (("admit", ADMIT), ("settle", SETTLE), ("seed", SEED))
 }
 # After a failed call, how long no call is tried.
 BACKOFF_S = 1.0
@@ -135,7 +170,7 @@ class RedisBackend:
         keys: list[str] = []
         for lv in levels:
             base = self.prefix + lv.key
-            keys += (base, base + ":slots")
+            keys += (base, base + ":slots", self.prefix + lv.spend_key)
         return keys
 
     async def admit(self, levels: tuple[Level, ...], estimate: int, slot: str) -> Verdict:
@@ -143,7 +178,7 @@ class RedisBackend:
             raise LimitsUnavailable("Redis failed less than a second ago")
         args: list[str | int] = [WINDOW_MS, self.slot_ttl_ms, slot, estimate]
         for lv in levels:
-            args += (lv.rpm, lv.tpm, lv.parallel)
+            args += (lv.rpm, lv.tpm, lv.parallel, lv.budget)
         args.append(PARALLEL_RETRY_MS)
         future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
         self._enqueue(("admit", self._keys(levels), args, future))
@@ -160,15 +195,28 @@ class RedisBackend:
             return
         verdict = Verdict.of_reply(future.result(), len(levels))
         if verdict.ok:
-            self.settle(levels, verdict.windows, slot, -estimate)
+            self.settle(levels, verdict.windows, slot, -estimate, 0)
 
-    def settle(self, levels: tuple[Level, ...], windows: tuple[int, ...], slot: str, delta: int) -> None:
+    def settle(
+        self, levels: tuple[Level, ...], windows: tuple[int, ...], slot: str, delta: int, cost_nano: int
+    ) -> None:
         if time.monotonic() < self._down_until:
-            return  # the slots lapse by their TTL, the estimate with its window
-        args: list[str | int] = [slot, delta]
+            # The slots lapse by their TTL, the estimate with its window; the cost reaches the
+            # spend counter when the counter is next read from the ledger.
+            return
+        args: list[str | int] = [slot, delta, cost_nano]
         for lv, start in zip(levels, windows, strict=True):
-            args += (start, 1 if lv.parallel else 0)
+            args += (start, 1 if lv.parallel else 0, 1 if lv.has_budget else 0)
         self._enqueue(("settle", self._keys(levels), args, None))
+
+    async def seed(self, level: Level, spent_nano: int) -> None:
+        assert level.period is not None
+        if time.monotonic() < self._down_until:
+            raise LimitsUnavailable("Redis failed less than a second ago")
+        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        args: list[str | int] = [spent_nano, level.period.expires_ms()]
+        self._enqueue(("seed", [self.prefix + level.spend_key], args, future))
+        await future
 
     def _enqueue(self, call: _Call) -> None:
         self._queue.append(call)
@@ -224,6 +272,18 @@ class RedisBackend:
         self.round_trips += 1
         self.calls += len(batch)
         return list(await pipe.execute(raise_on_error=False))
+
+    async def start(self) -> None:
+        """Connect and load the scripts before the first request, so that a request's deadline
+        covers its own round trip only. A Redis that is away now is tried again per request."""
+        try:
+            async with asyncio.timeout(max(self.timeout_s, 2.0)):
+                pipe = self.redis.pipeline(transaction=False)
+                for text, _ in SCRIPTS.values():
+                    pipe.script_load(text)
+                await pipe.execute()
+        except Exception as exc:  # RedisError, OSError, TimeoutError
+            log.warning("Redis is not reachable at start-up (%s: %s); rate limits will retry", type(exc).__name__, exc)
 
     async def close(self) -> None:
         if self._tasks:

@@ -20,6 +20,8 @@ class Endpoint(Enum):
     ADMIN_WRITE = "admin.write"
     # A caller's own API keys (GET /v1/keys): any user.
     OWN_KEYS = "keys"
+    # A caller's own usage (GET /v1/usage): any user, or a key (its own); not the master key.
+    OWN_USAGE = "usage"
     # POST /v1/auth/login: open (the password is the credential).
     LOGIN = "auth.login"
 

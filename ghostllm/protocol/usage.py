@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+# Money is integer nano-USD wherever it is summed or compared (a float would drift).
+NANO_PER_USD = 1_000_000_000
+
 
 @dataclass(frozen=True, slots=True)
 class Usage:

@@ -25,7 +25,6 @@ from ghostllm.errors import (
     InvalidRequest,
     ProviderError,
     RateLimited,
-    ServiceUnavailable,
 )
 from ghostllm.protocol.endpoints import Endpoint
 from ghostllm.protocol.usage import Usage
@@ -421,11 +420,6 @@ class GeminiTranslator(Translator):
             return ProviderError(f"provider {self.id} rejected the gateway's credentials: {msg}")
         if status == 429:
             return RateLimited(f"provider {self.id} is rate limiting: {msg}", retry_after=_retry_after(raw, headers))
-        if status == 503:
-            # UNAVAILABLE: the model is overloaded, a condition that passes.
-            return ServiceUnavailable(
-                f"provider {self.id} is overloaded: {msg}", retry_after=headers.get("retry-after")
-            )
         return upstream_status_error(self.id, status, raw, headers)
 
     def models_path(self) -> str:

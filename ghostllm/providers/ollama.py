@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from ghostllm.config import ModelConfig
-from ghostllm.errors import GhostError, ProviderError, ServiceUnavailable
+from ghostllm.errors import GhostError, ProviderError
 from ghostllm.protocol.endpoints import Endpoint
 from ghostllm.protocol.usage import Usage, count, usage_to_openai
 from ghostllm.providers import ollama_request as oreq
@@ -275,11 +275,6 @@ class OllamaTranslator(Translator):
         return OllamaStreamDecoder(self.id, endpoint)
 
     def error(self, status: int, raw: bytes, headers: Mapping[str, str]) -> GhostError:
-        if status == 503:
-            # Ollama's "server busy" (its request queue is full): worth a retry, unlike a broken upstream.
-            return ServiceUnavailable(
-                f"provider {self.id} is busy: {upstream_message(raw)}", retry_after=headers.get("retry-after")
-            )
         return upstream_status_error(self.id, status, raw, headers)
 
     def models_path(self) -> str:

@@ -21,6 +21,7 @@ from ghostllm.errors import (
     PayloadTooLarge,
     ProviderError,
     RateLimited,
+    ServiceUnavailable,
     UpstreamTimeout,
 )
 from ghostllm.protocol.endpoints import Endpoint
@@ -70,6 +71,10 @@ def upstream_status_error(provider: str, status: int, raw: bytes, headers: Mappi
         return PayloadTooLarge(f"provider {provider} rejected the request as too large: {msg}")
     if status in (408, 504):
         return UpstreamTimeout(f"provider {provider} timed out (upstream status {status}): {msg}")
+    if status == 503:
+        # Overloaded or busy (every provider's way of saying so): a condition that passes, worth a
+        # retry, unlike a broken upstream (502).
+        return ServiceUnavailable(f"provider {provider} is unavailable: {msg}", retry_after=headers.get("retry-after"))
     return ProviderError(f"provider {provider} failed with status {status}: {msg}")
 
 

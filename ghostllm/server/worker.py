@@ -33,7 +33,8 @@ from ghostllm.config import Config, ProviderConfig
 from ghostllm.gateway.access_log import AccessLog
 from ghostllm.gateway.exchange import Stage
 from ghostllm.gateway.pipeline import Pipeline, Sink
-from ghostllm.gateway.stages import Authenticate, RateLimit, ResolveModel, authorize, decode_body
+from ghostllm.gateway.stages import Authenticate, Limits, ResolveModel, authorize, decode_body
+from ghostllm.ledger.spend import spent_reader
 from ghostllm.ledger.writer import Ledger
 from ghostllm.limits.limiter import make_limiter
 from ghostllm.providers.base import Provider
@@ -134,8 +135,9 @@ class Worker:
             self.feed.on_state(self._feed_state)
             self.feed.on(CATALOGUE, self.catalogue_sync.trigger)
             self.feed.on_state(self.catalogue_sync.feed_state)
-        self.limiter = make_limiter(config)
-        rate = RateLimit(self.limiter)
+        # Spend counters start from the ledger; without one there is no spend to start from.
+        self.limiter = make_limiter(config, spent_reader(self.store) if config.ledger.enabled else None)
+        rate = Limits(self.limiter)
         self.sinks.append(rate.settle)
         stages: list[Stage] = [
             Authenticate(self.authenticator), decode_body, authorize, ResolveModel(self.catalogue), rate
@@ -170,6 +172,7 @@ class Worker:
         await self.store.open()
         # Before serving: a (re)started worker answers with the store's models from its first call.
         await self.catalogue_sync.start()
+        await self.limiter.start()
         self.last_used.start()
         if self.ledger is not None:
             self.ledger.start()

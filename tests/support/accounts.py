@@ -33,9 +33,33 @@ class Accounts:
 
         return asyncio.run(go())
 
-    def user(self, role: str = "user", **fields: Any) -> str:
+    def team(
+        self,
+        name: str | None = None,
+        *,
+        budget_limit: float | None = None,
+        budget_period: str | None = None,
+        **fields: Any,
+    ) -> str:
+        """A new team's id (a unique name unless given); `fields` as create_team takes them
+        (description, rate_limit, tpm_limit, max_parallel)."""
+        name = name or f"team-{uuid.uuid4().hex[:10]}"
+        made = self.run(lambda r: r.create_team(name, budget_limit=budget_limit, budget_period=budget_period, **fields))
+        return made.id
+
+    def user(
+        self,
+        role: str = "user",
+        *,
+        budget_limit: float | None = None,
+        budget_period: str | None = None,
+        **fields: Any,
+    ) -> str:
+        """A new user's id; `fields` as create_user takes them (team: a name or id, password, ...)."""
         email = f"{role}-{uuid.uuid4().hex[:10]}@example.com"
-        return self.run(lambda r: r.create_user(email, role=role, **fields)).id
+        return self.run(
+            lambda r: r.create_user(email, role=role, budget_limit=budget_limit, budget_period=budget_period, **fields)
+        ).id
 
     def key(
         self,
@@ -44,11 +68,24 @@ class Accounts:
         team: str | None = None,
         endpoints: list[str] | None = None,
         models: list[str] | None = None,
+        budget_limit: float | None = None,
+        budget_period: str | None = None,
         **fields: Any,
     ) -> tuple[str, str]:
-        """(key id, clear key) for `user` (a new user-role user when neither is given)."""
+        """(key id, clear key) for `user` (a new user-role user when neither is given), or a
+        service key for `team`; `fields` as create_key takes them (rate_limit, expires_at, ...)."""
         if user is None and team is None:
             user = self.user()
         perms = Permissions.from_names(endpoints, models)
-        new = self.run(lambda r: r.create_key("test key", user=user, team=team, permissions=perms, **fields))
+        new = self.run(
+            lambda r: r.create_key(
+                "test key",
+                user=user,
+                team=team,
+                permissions=perms,
+                budget_limit=budget_limit,
+                budget_period=budget_period,
+                **fields,
+            )
+        )
         return new.key.id, new.secret

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -100,6 +101,37 @@ def test_validation() -> None:
         validation.record_id("user", "1 OR 1=1")
     with pytest.raises(InvalidRequest, match=r"^name:"):
         validation.text("name", "a\nb", max_length=10)
+
+
+def test_budget_period() -> None:
+    assert validation.BUDGET_PERIODS == ("daily", "weekly", "monthly")
+    assert validation.budget_period(None) is None
+    for period in validation.BUDGET_PERIODS:
+        assert validation.budget_period(period) == period
+        assert validation.budget_period(period.upper()) == period  # any case, stored lower-case
+    for bad in ["", "yearly", " daily", "daily ", "day", "hourly", "monthly; DROP TABLE users", "x" * 10_000]:
+        with pytest.raises(InvalidRequest, match=r"^budget_period: expected one of daily, weekly, monthly$") as exc:
+            validation.budget_period(bad)
+        assert exc.value.param == "budget_period" and exc.value.code == "invalid_value"
+    for wrong_type in [1, True, ["daily"]]:
+        with pytest.raises(InvalidRequest, match=r"^budget_period:") as exc:
+            validation.budget_period(wrong_type)  # type: ignore[arg-type]
+        assert exc.value.code == "invalid_type"
+
+
+@pytest.mark.parametrize("bad", [-1, -0.01, -1e-9, float("-inf"), float("inf"), float("nan"), 1e12, 1e300, True, "5"])
+def test_budget_limit_is_a_finite_amount_from_zero(bad: object) -> None:
+    with pytest.raises(InvalidRequest, match=r"^budget_limit:") as exc:
+        validation.money("budget_limit", bad)  # type: ignore[arg-type]
+    assert exc.value.param == "budget_limit"
+
+
+def test_budget_limit_accepts_zero_to_below_a_trillion() -> None:
+    assert validation.money("budget_limit", 0) == 0.0
+    zero = validation.money("budget_limit", -0.0)
+    assert zero is not None and math.copysign(1.0, zero) == 1.0  # -0.0 is kept as 0
+    assert validation.money("budget_limit", 999_999_999_999.99) == 999_999_999_999.99
+    assert validation.money("budget_limit", None) is None
 
 
 def test_password_hashes_use_the_configured_cost() -> None:

@@ -116,6 +116,7 @@ class User(_message.Message):
     HAS_PASSWORD_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    BUDGET_PERIOD_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     email: _builtins.str
     username: _builtins.str
@@ -130,6 +131,8 @@ class User(_message.Message):
     """Whether the user can log in with a password (never the password or its hash)."""
     created_at: _builtins.str
     updated_at: _builtins.str
+    budget_period: _builtins.str
+    """daily | weekly | monthly: when the budget resets (absent: never)."""
     def __init__(
         self,
         *,
@@ -144,19 +147,24 @@ class User(_message.Message):
         has_password: _builtins.bool = ...,
         created_at: _builtins.str = ...,
         updated_at: _builtins.str = ...,
+        budget_period: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_budget_limit", b"_budget_limit", "_team_id", b"_team_id", "_username", b"_username", "budget_limit", b"budget_limit", "team_id", b"team_id", "username", b"username"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_budget_limit", b"_budget_limit", "_budget_period", b"_budget_period", "_team_id", b"_team_id", "_username", b"_username", "budget_limit", b"budget_limit", "budget_period", b"budget_period", "team_id", b"team_id", "username", b"username"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_budget_limit", b"_budget_limit", "_team_id", b"_team_id", "_username", b"_username", "budget_limit", b"budget_limit", "created_at", b"created_at", "current_spend", b"current_spend", "email", b"email", "has_password", b"has_password", "id", b"id", "is_active", b"is_active", "role", b"role", "team_id", b"team_id", "updated_at", b"updated_at", "username", b"username"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_budget_limit", b"_budget_limit", "_budget_period", b"_budget_period", "_team_id", b"_team_id", "_username", b"_username", "budget_limit", b"budget_limit", "budget_period", b"budget_period", "created_at", b"created_at", "current_spend", b"current_spend", "email", b"email", "has_password", b"has_password", "id", b"id", "is_active", b"is_active", "role", b"role", "team_id", b"team_id", "updated_at", b"updated_at", "username", b"username"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__budget_limit: _TypeAlias = _typing.Literal["budget_limit"]  # noqa: Y015
     _WhichOneofArgType__budget_limit: _TypeAlias = _typing.Literal["_budget_limit", b"_budget_limit"]  # noqa: Y015
+    _WhichOneofReturnType__budget_period: _TypeAlias = _typing.Literal["budget_period"]  # noqa: Y015
+    _WhichOneofArgType__budget_period: _TypeAlias = _typing.Literal["_budget_period", b"_budget_period"]  # noqa: Y015
     _WhichOneofReturnType__team_id: _TypeAlias = _typing.Literal["team_id"]  # noqa: Y015
     _WhichOneofArgType__team_id: _TypeAlias = _typing.Literal["_team_id", b"_team_id"]  # noqa: Y015
     _WhichOneofReturnType__username: _TypeAlias = _typing.Literal["username"]  # noqa: Y015
     _WhichOneofArgType__username: _TypeAlias = _typing.Literal["_username", b"_username"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__budget_limit) -> _WhichOneofReturnType__budget_limit | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__budget_period) -> _WhichOneofReturnType__budget_period | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__team_id) -> _WhichOneofReturnType__team_id | None: ...
     @_typing.overload
@@ -237,6 +245,7 @@ class CreateUserRequest(_message.Message):
     TEAM_ID_FIELD_NUMBER: _builtins.int
     PASSWORD_FIELD_NUMBER: _builtins.int
     BUDGET_LIMIT_FIELD_NUMBER: _builtins.int
+    BUDGET_PERIOD_FIELD_NUMBER: _builtins.int
     email: _builtins.str
     username: _builtins.str
     role: _builtins.str
@@ -245,6 +254,8 @@ class CreateUserRequest(_message.Message):
     password: _builtins.str
     """8 characters to 72 bytes; without one the user cannot log in (keys still work)."""
     budget_limit: _builtins.float
+    budget_period: _builtins.str
+    """daily | weekly | monthly (any case); absent: the budget never resets."""
     def __init__(
         self,
         *,
@@ -254,13 +265,16 @@ class CreateUserRequest(_message.Message):
         team_id: _builtins.str | None = ...,
         password: _builtins.str | None = ...,
         budget_limit: _builtins.float | None = ...,
+        budget_period: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_budget_limit", b"_budget_limit", "_password", b"_password", "_role", b"_role", "_team_id", b"_team_id", "_username", b"_username", "budget_limit", b"budget_limit", "password", b"password", "role", b"role", "team_id", b"team_id", "username", b"username"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_budget_limit", b"_budget_limit", "_budget_period", b"_budget_period", "_password", b"_password", "_role", b"_role", "_team_id", b"_team_id", "_username", b"_username", "budget_limit", b"budget_limit", "budget_period", b"budget_period", "password", b"password", "role", b"role", "team_id", b"team_id", "username", b"username"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_budget_limit", b"_budget_limit", "_password", b"_password", "_role", b"_role", "_team_id", b"_team_id", "_username", b"_username", "budget_limit", b"budget_limit", "email", b"email", "password", b"password", "role", b"role", "team_id", b"team_id", "username", b"username"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_budget_limit", b"_budget_limit", "_budget_period", b"_budget_period", "_password", b"_password", "_role", b"_role", "_team_id", b"_team_id", "_username", b"_username", "budget_limit", b"budget_limit", "budget_period", b"budget_period", "email", b"email", "password", b"password", "role", b"role", "team_id", b"team_id", "username", b"username"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__budget_limit: _TypeAlias = _typing.Literal["budget_limit"]  # noqa: Y015
     _WhichOneofArgType__budget_limit: _TypeAlias = _typing.Literal["_budget_limit", b"_budget_limit"]  # noqa: Y015
+    _WhichOneofReturnType__budget_period: _TypeAlias = _typing.Literal["budget_period"]  # noqa: Y015
+    _WhichOneofArgType__budget_period: _TypeAlias = _typing.Literal["_budget_period", b"_budget_period"]  # noqa: Y015
     _WhichOneofReturnType__password: _TypeAlias = _typing.Literal["password"]  # noqa: Y015
     _WhichOneofArgType__password: _TypeAlias = _typing.Literal["_password", b"_password"]  # noqa: Y015
     _WhichOneofReturnType__role: _TypeAlias = _typing.Literal["role"]  # noqa: Y015
@@ -271,6 +285,8 @@ class CreateUserRequest(_message.Message):
     _WhichOneofArgType__username: _TypeAlias = _typing.Literal["_username", b"_username"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__budget_limit) -> _WhichOneofReturnType__budget_limit | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__budget_period) -> _WhichOneofReturnType__budget_period | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__password) -> _WhichOneofReturnType__password | None: ...
     @_typing.overload
@@ -313,6 +329,7 @@ class UpdateUserRequest(_message.Message):
     IS_ACTIVE_FIELD_NUMBER: _builtins.int
     PASSWORD_FIELD_NUMBER: _builtins.int
     CLEAR_FIELD_NUMBER: _builtins.int
+    BUDGET_PERIOD_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     username: _builtins.str
     role: _builtins.str
@@ -320,9 +337,11 @@ class UpdateUserRequest(_message.Message):
     budget_limit: _builtins.float
     is_active: _builtins.bool
     password: _builtins.str
+    budget_period: _builtins.str
+    """daily | weekly | monthly (any case)."""
     @_builtins.property
     def clear(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Set to none: username, team_id, budget_limit."""
+        """Set to none: username, team_id, budget_limit, budget_period."""
 
     def __init__(
         self,
@@ -335,13 +354,16 @@ class UpdateUserRequest(_message.Message):
         is_active: _builtins.bool | None = ...,
         password: _builtins.str | None = ...,
         clear: _abc.Iterable[_builtins.str] | None = ...,
+        budget_period: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_budget_limit", b"_budget_limit", "_is_active", b"_is_active", "_password", b"_password", "_role", b"_role", "_team_id", b"_team_id", "_username", b"_username", "budget_limit", b"budget_limit", "is_active", b"is_active", "password", b"password", "role", b"role", "team_id", b"team_id", "username", b"username"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_budget_limit", b"_budget_limit", "_budget_period", b"_budget_period", "_is_active", b"_is_active", "_password", b"_password", "_role", b"_role", "_team_id", b"_team_id", "_username", b"_username", "budget_limit", b"budget_limit", "budget_period", b"budget_period", "is_active", b"is_active", "password", b"password", "role", b"role", "team_id", b"team_id", "username", b"username"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_budget_limit", b"_budget_limit", "_is_active", b"_is_active", "_password", b"_password", "_role", b"_role", "_team_id", b"_team_id", "_username", b"_username", "budget_limit", b"budget_limit", "clear", b"clear", "id", b"id", "is_active", b"is_active", "password", b"password", "role", b"role", "team_id", b"team_id", "username", b"username"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_budget_limit", b"_budget_limit", "_budget_period", b"_budget_period", "_is_active", b"_is_active", "_password", b"_password", "_role", b"_role", "_team_id", b"_team_id", "_username", b"_username", "budget_limit", b"budget_limit", "budget_period", b"budget_period", "clear", b"clear", "id", b"id", "is_active", b"is_active", "password", b"password", "role", b"role", "team_id", b"team_id", "username", b"username"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__budget_limit: _TypeAlias = _typing.Literal["budget_limit"]  # noqa: Y015
     _WhichOneofArgType__budget_limit: _TypeAlias = _typing.Literal["_budget_limit", b"_budget_limit"]  # noqa: Y015
+    _WhichOneofReturnType__budget_period: _TypeAlias = _typing.Literal["budget_period"]  # noqa: Y015
+    _WhichOneofArgType__budget_period: _TypeAlias = _typing.Literal["_budget_period", b"_budget_period"]  # noqa: Y015
     _WhichOneofReturnType__is_active: _TypeAlias = _typing.Literal["is_active"]  # noqa: Y015
     _WhichOneofArgType__is_active: _TypeAlias = _typing.Literal["_is_active", b"_is_active"]  # noqa: Y015
     _WhichOneofReturnType__password: _TypeAlias = _typing.Literal["password"]  # noqa: Y015
@@ -354,6 +376,8 @@ class UpdateUserRequest(_message.Message):
     _WhichOneofArgType__username: _TypeAlias = _typing.Literal["_username", b"_username"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__budget_limit) -> _WhichOneofReturnType__budget_limit | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__budget_period) -> _WhichOneofReturnType__budget_period | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__is_active) -> _WhichOneofReturnType__is_active | None: ...
     @_typing.overload
@@ -383,6 +407,7 @@ class Team(_message.Message):
     MAX_PARALLEL_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    BUDGET_PERIOD_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     name: _builtins.str
     description: _builtins.str
@@ -395,6 +420,8 @@ class Team(_message.Message):
     max_parallel: _builtins.int
     created_at: _builtins.str
     updated_at: _builtins.str
+    budget_period: _builtins.str
+    """daily | weekly | monthly: when the budget resets (absent: never)."""
     def __init__(
         self,
         *,
@@ -408,13 +435,16 @@ class Team(_message.Message):
         max_parallel: _builtins.int | None = ...,
         created_at: _builtins.str = ...,
         updated_at: _builtins.str = ...,
+        budget_period: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_budget_limit", b"_budget_limit", "_max_parallel", b"_max_parallel", "_rate_limit", b"_rate_limit", "_tpm_limit", b"_tpm_limit", "budget_limit", b"budget_limit", "max_parallel", b"max_parallel", "rate_limit", b"rate_limit", "tpm_limit", b"tpm_limit"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_budget_limit", b"_budget_limit", "_budget_period", b"_budget_period", "_max_parallel", b"_max_parallel", "_rate_limit", b"_rate_limit", "_tpm_limit", b"_tpm_limit", "budget_limit", b"budget_limit", "budget_period", b"budget_period", "max_parallel", b"max_parallel", "rate_limit", b"rate_limit", "tpm_limit", b"tpm_limit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_budget_limit", b"_budget_limit", "_max_parallel", b"_max_parallel", "_rate_limit", b"_rate_limit", "_tpm_limit", b"_tpm_limit", "budget_limit", b"budget_limit", "created_at", b"created_at", "current_spend", b"current_spend", "description", b"description", "id", b"id", "max_parallel", b"max_parallel", "name", b"name", "rate_limit", b"rate_limit", "tpm_limit", b"tpm_limit", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_budget_limit", b"_budget_limit", "_budget_period", b"_budget_period", "_max_parallel", b"_max_parallel", "_rate_limit", b"_rate_limit", "_tpm_limit", b"_tpm_limit", "budget_limit", b"budget_limit", "budget_period", b"budget_period", "created_at", b"created_at", "current_spend", b"current_spend", "description", b"description", "id", b"id", "max_parallel", b"max_parallel", "name", b"name", "rate_limit", b"rate_limit", "tpm_limit", b"tpm_limit", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__budget_limit: _TypeAlias = _typing.Literal["budget_limit"]  # noqa: Y015
     _WhichOneofArgType__budget_limit: _TypeAlias = _typing.Literal["_budget_limit", b"_budget_limit"]  # noqa: Y015
+    _WhichOneofReturnType__budget_period: _TypeAlias = _typing.Literal["budget_period"]  # noqa: Y015
+    _WhichOneofArgType__budget_period: _TypeAlias = _typing.Literal["_budget_period", b"_budget_period"]  # noqa: Y015
     _WhichOneofReturnType__max_parallel: _TypeAlias = _typing.Literal["max_parallel"]  # noqa: Y015
     _WhichOneofArgType__max_parallel: _TypeAlias = _typing.Literal["_max_parallel", b"_max_parallel"]  # noqa: Y015
     _WhichOneofReturnType__rate_limit: _TypeAlias = _typing.Literal["rate_limit"]  # noqa: Y015
@@ -423,6 +453,8 @@ class Team(_message.Message):
     _WhichOneofArgType__tpm_limit: _TypeAlias = _typing.Literal["_tpm_limit", b"_tpm_limit"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__budget_limit) -> _WhichOneofReturnType__budget_limit | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__budget_period) -> _WhichOneofReturnType__budget_period | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_parallel) -> _WhichOneofReturnType__max_parallel | None: ...
     @_typing.overload
@@ -477,12 +509,15 @@ class CreateTeamRequest(_message.Message):
     RATE_LIMIT_FIELD_NUMBER: _builtins.int
     TPM_LIMIT_FIELD_NUMBER: _builtins.int
     MAX_PARALLEL_FIELD_NUMBER: _builtins.int
+    BUDGET_PERIOD_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     description: _builtins.str
     budget_limit: _builtins.float
     rate_limit: _builtins.int
     tpm_limit: _builtins.int
     max_parallel: _builtins.int
+    budget_period: _builtins.str
+    """daily | weekly | monthly (any case); absent: the budget never resets."""
     def __init__(
         self,
         *,
@@ -492,13 +527,16 @@ class CreateTeamRequest(_message.Message):
         rate_limit: _builtins.int | None = ...,
         tpm_limit: _builtins.int | None = ...,
         max_parallel: _builtins.int | None = ...,
+        budget_period: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_budget_limit", b"_budget_limit", "_description", b"_description", "_max_parallel", b"_max_parallel", "_rate_limit", b"_rate_limit", "_tpm_limit", b"_tpm_limit", "budget_limit", b"budget_limit", "description", b"description", "max_parallel", b"max_parallel", "rate_limit", b"rate_limit", "tpm_limit", b"tpm_limit"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_budget_limit", b"_budget_limit", "_budget_period", b"_budget_period", "_description", b"_description", "_max_parallel", b"_max_parallel", "_rate_limit", b"_rate_limit", "_tpm_limit", b"_tpm_limit", "budget_limit", b"budget_limit", "budget_period", b"budget_period", "description", b"description", "max_parallel", b"max_parallel", "rate_limit", b"rate_limit", "tpm_limit", b"tpm_limit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_budget_limit", b"_budget_limit", "_description", b"_description", "_max_parallel", b"_max_parallel", "_rate_limit", b"_rate_limit", "_tpm_limit", b"_tpm_limit", "budget_limit", b"budget_limit", "description", b"description", "max_parallel", b"max_parallel", "name", b"name", "rate_limit", b"rate_limit", "tpm_limit", b"tpm_limit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_budget_limit", b"_budget_limit", "_budget_period", b"_budget_period", "_description", b"_description", "_max_parallel", b"_max_parallel", "_rate_limit", b"_rate_limit", "_tpm_limit", b"_tpm_limit", "budget_limit", b"budget_limit", "budget_period", b"budget_period", "description", b"description", "max_parallel", b"max_parallel", "name", b"name", "rate_limit", b"rate_limit", "tpm_limit", b"tpm_limit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__budget_limit: _TypeAlias = _typing.Literal["budget_limit"]  # noqa: Y015
     _WhichOneofArgType__budget_limit: _TypeAlias = _typing.Literal["_budget_limit", b"_budget_limit"]  # noqa: Y015
+    _WhichOneofReturnType__budget_period: _TypeAlias = _typing.Literal["budget_period"]  # noqa: Y015
+    _WhichOneofArgType__budget_period: _TypeAlias = _typing.Literal["_budget_period", b"_budget_period"]  # noqa: Y015
     _WhichOneofReturnType__description: _TypeAlias = _typing.Literal["description"]  # noqa: Y015
     _WhichOneofArgType__description: _TypeAlias = _typing.Literal["_description", b"_description"]  # noqa: Y015
     _WhichOneofReturnType__max_parallel: _TypeAlias = _typing.Literal["max_parallel"]  # noqa: Y015
@@ -509,6 +547,8 @@ class CreateTeamRequest(_message.Message):
     _WhichOneofArgType__tpm_limit: _TypeAlias = _typing.Literal["_tpm_limit", b"_tpm_limit"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__budget_limit) -> _WhichOneofReturnType__budget_limit | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__budget_period) -> _WhichOneofReturnType__budget_period | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__description) -> _WhichOneofReturnType__description | None: ...
     @_typing.overload
@@ -532,6 +572,7 @@ class UpdateTeamRequest(_message.Message):
     TPM_LIMIT_FIELD_NUMBER: _builtins.int
     MAX_PARALLEL_FIELD_NUMBER: _builtins.int
     CLEAR_FIELD_NUMBER: _builtins.int
+    BUDGET_PERIOD_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     name: _builtins.str
     description: _builtins.str
@@ -539,9 +580,11 @@ class UpdateTeamRequest(_message.Message):
     rate_limit: _builtins.int
     tpm_limit: _builtins.int
     max_parallel: _builtins.int
+    budget_period: _builtins.str
+    """daily | weekly | monthly (any case)."""
     @_builtins.property
     def clear(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Set to none: budget_limit, rate_limit, tpm_limit, max_parallel."""
+        """Set to none: budget_limit, budget_period, rate_limit, tpm_limit, max_parallel."""
 
     def __init__(
         self,
@@ -554,13 +597,16 @@ class UpdateTeamRequest(_message.Message):
         tpm_limit: _builtins.int | None = ...,
         max_parallel: _builtins.int | None = ...,
         clear: _abc.Iterable[_builtins.str] | None = ...,
+        budget_period: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_budget_limit", b"_budget_limit", "_description", b"_description", "_max_parallel", b"_max_parallel", "_name", b"_name", "_rate_limit", b"_rate_limit", "_tpm_limit", b"_tpm_limit", "budget_limit", b"budget_limit", "description", b"description", "max_parallel", b"max_parallel", "name", b"name", "rate_limit", b"rate_limit", "tpm_limit", b"tpm_limit"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_budget_limit", b"_budget_limit", "_budget_period", b"_budget_period", "_description", b"_description", "_max_parallel", b"_max_parallel", "_name", b"_name", "_rate_limit", b"_rate_limit", "_tpm_limit", b"_tpm_limit", "budget_limit", b"budget_limit", "budget_period", b"budget_period", "description", b"description", "max_parallel", b"max_parallel", "name", b"name", "rate_limit", b"rate_limit", "tpm_limit", b"tpm_limit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_budget_limit", b"_budget_limit", "_description", b"_description", "_max_parallel", b"_max_parallel", "_name", b"_name", "_rate_limit", b"_rate_limit", "_tpm_limit", b"_tpm_limit", "budget_limit", b"budget_limit", "clear", b"clear", "description", b"description", "id", b"id", "max_parallel", b"max_parallel", "name", b"name", "rate_limit", b"rate_limit", "tpm_limit", b"tpm_limit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_budget_limit", b"_budget_limit", "_budget_period", b"_budget_period", "_description", b"_description", "_max_parallel", b"_max_parallel", "_name", b"_name", "_rate_limit", b"_rate_limit", "_tpm_limit", b"_tpm_limit", "budget_limit", b"budget_limit", "budget_period", b"budget_period", "clear", b"clear", "description", b"description", "id", b"id", "max_parallel", b"max_parallel", "name", b"name", "rate_limit", b"rate_limit", "tpm_limit", b"tpm_limit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__budget_limit: _TypeAlias = _typing.Literal["budget_limit"]  # noqa: Y015
     _WhichOneofArgType__budget_limit: _TypeAlias = _typing.Literal["_budget_limit", b"_budget_limit"]  # noqa: Y015
+    _WhichOneofReturnType__budget_period: _TypeAlias = _typing.Literal["budget_period"]  # noqa: Y015
+    _WhichOneofArgType__budget_period: _TypeAlias = _typing.Literal["_budget_period", b"_budget_period"]  # noqa: Y015
     _WhichOneofReturnType__description: _TypeAlias = _typing.Literal["description"]  # noqa: Y015
     _WhichOneofArgType__description: _TypeAlias = _typing.Literal["_description", b"_description"]  # noqa: Y015
     _WhichOneofReturnType__max_parallel: _TypeAlias = _typing.Literal["max_parallel"]  # noqa: Y015
@@ -573,6 +619,8 @@ class UpdateTeamRequest(_message.Message):
     _WhichOneofArgType__tpm_limit: _TypeAlias = _typing.Literal["_tpm_limit", b"_tpm_limit"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__budget_limit) -> _WhichOneofReturnType__budget_limit | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__budget_period) -> _WhichOneofReturnType__budget_period | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__description) -> _WhichOneofReturnType__description | None: ...
     @_typing.overload
@@ -607,6 +655,7 @@ class ApiKey(_message.Message):
     LAST_USED_AT_FIELD_NUMBER: _builtins.int
     IS_ACTIVE_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    BUDGET_PERIOD_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     name: _builtins.str
     prefix: _builtins.str
@@ -623,6 +672,8 @@ class ApiKey(_message.Message):
     last_used_at: _builtins.str
     is_active: _builtins.bool
     created_at: _builtins.str
+    budget_period: _builtins.str
+    """daily | weekly | monthly: when the budget resets (absent: never)."""
     @_builtins.property
     def permissions(self) -> _struct_pb2.Struct:
         """{"chat_completions": bool, "completions": bool, "embeddings": bool,
@@ -647,13 +698,16 @@ class ApiKey(_message.Message):
         last_used_at: _builtins.str | None = ...,
         is_active: _builtins.bool = ...,
         created_at: _builtins.str = ...,
+        budget_period: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_budget_limit", b"_budget_limit", "_expires_at", b"_expires_at", "_last_used_at", b"_last_used_at", "_max_parallel", b"_max_parallel", "_rate_limit", b"_rate_limit", "_team_id", b"_team_id", "_tpm_limit", b"_tpm_limit", "_user_id", b"_user_id", "budget_limit", b"budget_limit", "expires_at", b"expires_at", "last_used_at", b"last_used_at", "max_parallel", b"max_parallel", "permissions", b"permissions", "rate_limit", b"rate_limit", "team_id", b"team_id", "tpm_limit", b"tpm_limit", "user_id", b"user_id"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_budget_limit", b"_budget_limit", "_budget_period", b"_budget_period", "_expires_at", b"_expires_at", "_last_used_at", b"_last_used_at", "_max_parallel", b"_max_parallel", "_rate_limit", b"_rate_limit", "_team_id", b"_team_id", "_tpm_limit", b"_tpm_limit", "_user_id", b"_user_id", "budget_limit", b"budget_limit", "budget_period", b"budget_period", "expires_at", b"expires_at", "last_used_at", b"last_used_at", "max_parallel", b"max_parallel", "permissions", b"permissions", "rate_limit", b"rate_limit", "team_id", b"team_id", "tpm_limit", b"tpm_limit", "user_id", b"user_id"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_budget_limit", b"_budget_limit", "_expires_at", b"_expires_at", "_last_used_at", b"_last_used_at", "_max_parallel", b"_max_parallel", "_rate_limit", b"_rate_limit", "_team_id", b"_team_id", "_tpm_limit", b"_tpm_limit", "_user_id", b"_user_id", "budget_limit", b"budget_limit", "created_at", b"created_at", "current_spend", b"current_spend", "expires_at", b"expires_at", "id", b"id", "is_active", b"is_active", "last_used_at", b"last_used_at", "max_parallel", b"max_parallel", "name", b"name", "permissions", b"permissions", "prefix", b"prefix", "rate_limit", b"rate_limit", "team_id", b"team_id", "tpm_limit", b"tpm_limit", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_budget_limit", b"_budget_limit", "_budget_period", b"_budget_period", "_expires_at", b"_expires_at", "_last_used_at", b"_last_used_at", "_max_parallel", b"_max_parallel", "_rate_limit", b"_rate_limit", "_team_id", b"_team_id", "_tpm_limit", b"_tpm_limit", "_user_id", b"_user_id", "budget_limit", b"budget_limit", "budget_period", b"budget_period", "created_at", b"created_at", "current_spend", b"current_spend", "expires_at", b"expires_at", "id", b"id", "is_active", b"is_active", "last_used_at", b"last_used_at", "max_parallel", b"max_parallel", "name", b"name", "permissions", b"permissions", "prefix", b"prefix", "rate_limit", b"rate_limit", "team_id", b"team_id", "tpm_limit", b"tpm_limit", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__budget_limit: _TypeAlias = _typing.Literal["budget_limit"]  # noqa: Y015
     _WhichOneofArgType__budget_limit: _TypeAlias = _typing.Literal["_budget_limit", b"_budget_limit"]  # noqa: Y015
+    _WhichOneofReturnType__budget_period: _TypeAlias = _typing.Literal["budget_period"]  # noqa: Y015
+    _WhichOneofArgType__budget_period: _TypeAlias = _typing.Literal["_budget_period", b"_budget_period"]  # noqa: Y015
     _WhichOneofReturnType__expires_at: _TypeAlias = _typing.Literal["expires_at"]  # noqa: Y015
     _WhichOneofArgType__expires_at: _TypeAlias = _typing.Literal["_expires_at", b"_expires_at"]  # noqa: Y015
     _WhichOneofReturnType__last_used_at: _TypeAlias = _typing.Literal["last_used_at"]  # noqa: Y015
@@ -670,6 +724,8 @@ class ApiKey(_message.Message):
     _WhichOneofArgType__user_id: _TypeAlias = _typing.Literal["_user_id", b"_user_id"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__budget_limit) -> _WhichOneofReturnType__budget_limit | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__budget_period) -> _WhichOneofReturnType__budget_period | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__expires_at) -> _WhichOneofReturnType__expires_at | None: ...
     @_typing.overload
@@ -749,6 +805,7 @@ class CreateKeyRequest(_message.Message):
     MAX_PARALLEL_FIELD_NUMBER: _builtins.int
     BUDGET_LIMIT_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    BUDGET_PERIOD_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     """Exactly one of user_id and team_id (a team's key is a service key)."""
     team_id: _builtins.str
@@ -759,6 +816,8 @@ class CreateKeyRequest(_message.Message):
     budget_limit: _builtins.float
     expires_at: _builtins.str
     """ISO 8601; without an offset, UTC."""
+    budget_period: _builtins.str
+    """daily | weekly | monthly (any case); absent: the budget never resets."""
     @_builtins.property
     def permissions(self) -> _struct_pb2.Struct:
         """Default: every endpoint, any model."""
@@ -775,13 +834,16 @@ class CreateKeyRequest(_message.Message):
         max_parallel: _builtins.int | None = ...,
         budget_limit: _builtins.float | None = ...,
         expires_at: _builtins.str | None = ...,
+        budget_period: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_budget_limit", b"_budget_limit", "_expires_at", b"_expires_at", "_max_parallel", b"_max_parallel", "_rate_limit", b"_rate_limit", "_team_id", b"_team_id", "_tpm_limit", b"_tpm_limit", "_user_id", b"_user_id", "budget_limit", b"budget_limit", "expires_at", b"expires_at", "max_parallel", b"max_parallel", "permissions", b"permissions", "rate_limit", b"rate_limit", "team_id", b"team_id", "tpm_limit", b"tpm_limit", "user_id", b"user_id"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_budget_limit", b"_budget_limit", "_budget_period", b"_budget_period", "_expires_at", b"_expires_at", "_max_parallel", b"_max_parallel", "_rate_limit", b"_rate_limit", "_team_id", b"_team_id", "_tpm_limit", b"_tpm_limit", "_user_id", b"_user_id", "budget_limit", b"budget_limit", "budget_period", b"budget_period", "expires_at", b"expires_at", "max_parallel", b"max_parallel", "permissions", b"permissions", "rate_limit", b"rate_limit", "team_id", b"team_id", "tpm_limit", b"tpm_limit", "user_id", b"user_id"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_budget_limit", b"_budget_limit", "_expires_at", b"_expires_at", "_max_parallel", b"_max_parallel", "_rate_limit", b"_rate_limit", "_team_id", b"_team_id", "_tpm_limit", b"_tpm_limit", "_user_id", b"_user_id", "budget_limit", b"budget_limit", "expires_at", b"expires_at", "max_parallel", b"max_parallel", "name", b"name", "permissions", b"permissions", "rate_limit", b"rate_limit", "team_id", b"team_id", "tpm_limit", b"tpm_limit", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_budget_limit", b"_budget_limit", "_budget_period", b"_budget_period", "_expires_at", b"_expires_at", "_max_parallel", b"_max_parallel", "_rate_limit", b"_rate_limit", "_team_id", b"_team_id", "_tpm_limit", b"_tpm_limit", "_user_id", b"_user_id", "budget_limit", b"budget_limit", "budget_period", b"budget_period", "expires_at", b"expires_at", "max_parallel", b"max_parallel", "name", b"name", "permissions", b"permissions", "rate_limit", b"rate_limit", "team_id", b"team_id", "tpm_limit", b"tpm_limit", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__budget_limit: _TypeAlias = _typing.Literal["budget_limit"]  # noqa: Y015
     _WhichOneofArgType__budget_limit: _TypeAlias = _typing.Literal["_budget_limit", b"_budget_limit"]  # noqa: Y015
+    _WhichOneofReturnType__budget_period: _TypeAlias = _typing.Literal["budget_period"]  # noqa: Y015
+    _WhichOneofArgType__budget_period: _TypeAlias = _typing.Literal["_budget_period", b"_budget_period"]  # noqa: Y015
     _WhichOneofReturnType__expires_at: _TypeAlias = _typing.Literal["expires_at"]  # noqa: Y015
     _WhichOneofArgType__expires_at: _TypeAlias = _typing.Literal["_expires_at", b"_expires_at"]  # noqa: Y015
     _WhichOneofReturnType__max_parallel: _TypeAlias = _typing.Literal["max_parallel"]  # noqa: Y015
@@ -796,6 +858,8 @@ class CreateKeyRequest(_message.Message):
     _WhichOneofArgType__user_id: _TypeAlias = _typing.Literal["_user_id", b"_user_id"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__budget_limit) -> _WhichOneofReturnType__budget_limit | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__budget_period) -> _WhichOneofReturnType__budget_period | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__expires_at) -> _WhichOneofReturnType__expires_at | None: ...
     @_typing.overload
@@ -854,6 +918,7 @@ class UpdateKeyRequest(_message.Message):
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
     IS_ACTIVE_FIELD_NUMBER: _builtins.int
     CLEAR_FIELD_NUMBER: _builtins.int
+    BUDGET_PERIOD_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     name: _builtins.str
     rate_limit: _builtins.int
@@ -862,11 +927,13 @@ class UpdateKeyRequest(_message.Message):
     budget_limit: _builtins.float
     expires_at: _builtins.str
     is_active: _builtins.bool
+    budget_period: _builtins.str
+    """daily | weekly | monthly (any case)."""
     @_builtins.property
     def permissions(self) -> _struct_pb2.Struct: ...
     @_builtins.property
     def clear(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Set to none: rate_limit, tpm_limit, max_parallel, budget_limit, expires_at."""
+        """Set to none: rate_limit, tpm_limit, max_parallel, budget_limit, budget_period, expires_at."""
 
     def __init__(
         self,
@@ -881,13 +948,16 @@ class UpdateKeyRequest(_message.Message):
         expires_at: _builtins.str | None = ...,
         is_active: _builtins.bool | None = ...,
         clear: _abc.Iterable[_builtins.str] | None = ...,
+        budget_period: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_budget_limit", b"_budget_limit", "_expires_at", b"_expires_at", "_is_active", b"_is_active", "_max_parallel", b"_max_parallel", "_name", b"_name", "_rate_limit", b"_rate_limit", "_tpm_limit", b"_tpm_limit", "budget_limit", b"budget_limit", "expires_at", b"expires_at", "is_active", b"is_active", "max_parallel", b"max_parallel", "name", b"name", "permissions", b"permissions", "rate_limit", b"rate_limit", "tpm_limit", b"tpm_limit"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_budget_limit", b"_budget_limit", "_budget_period", b"_budget_period", "_expires_at", b"_expires_at", "_is_active", b"_is_active", "_max_parallel", b"_max_parallel", "_name", b"_name", "_rate_limit", b"_rate_limit", "_tpm_limit", b"_tpm_limit", "budget_limit", b"budget_limit", "budget_period", b"budget_period", "expires_at", b"expires_at", "is_active", b"is_active", "max_parallel", b"max_parallel", "name", b"name", "permissions", b"permissions", "rate_limit", b"rate_limit", "tpm_limit", b"tpm_limit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_budget_limit", b"_budget_limit", "_expires_at", b"_expires_at", "_is_active", b"_is_active", "_max_parallel", b"_max_parallel", "_name", b"_name", "_rate_limit", b"_rate_limit", "_tpm_limit", b"_tpm_limit", "budget_limit", b"budget_limit", "clear", b"clear", "expires_at", b"expires_at", "id", b"id", "is_active", b"is_active", "max_parallel", b"max_parallel", "name", b"name", "permissions", b"permissions", "rate_limit", b"rate_limit", "tpm_limit", b"tpm_limit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_budget_limit", b"_budget_limit", "_budget_period", b"_budget_period", "_expires_at", b"_expires_at", "_is_active", b"_is_active", "_max_parallel", b"_max_parallel", "_name", b"_name", "_rate_limit", b"_rate_limit", "_tpm_limit", b"_tpm_limit", "budget_limit", b"budget_limit", "budget_period", b"budget_period", "clear", b"clear", "expires_at", b"expires_at", "id", b"id", "is_active", b"is_active", "max_parallel", b"max_parallel", "name", b"name", "permissions", b"permissions", "rate_limit", b"rate_limit", "tpm_limit", b"tpm_limit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__budget_limit: _TypeAlias = _typing.Literal["budget_limit"]  # noqa: Y015
     _WhichOneofArgType__budget_limit: _TypeAlias = _typing.Literal["_budget_limit", b"_budget_limit"]  # noqa: Y015
+    _WhichOneofReturnType__budget_period: _TypeAlias = _typing.Literal["budget_period"]  # noqa: Y015
+    _WhichOneofArgType__budget_period: _TypeAlias = _typing.Literal["_budget_period", b"_budget_period"]  # noqa: Y015
     _WhichOneofReturnType__expires_at: _TypeAlias = _typing.Literal["expires_at"]  # noqa: Y015
     _WhichOneofArgType__expires_at: _TypeAlias = _typing.Literal["_expires_at", b"_expires_at"]  # noqa: Y015
     _WhichOneofReturnType__is_active: _TypeAlias = _typing.Literal["is_active"]  # noqa: Y015
@@ -902,6 +972,8 @@ class UpdateKeyRequest(_message.Message):
     _WhichOneofArgType__tpm_limit: _TypeAlias = _typing.Literal["_tpm_limit", b"_tpm_limit"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__budget_limit) -> _WhichOneofReturnType__budget_limit | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__budget_period) -> _WhichOneofReturnType__budget_period | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__expires_at) -> _WhichOneofReturnType__expires_at | None: ...
     @_typing.overload

@@ -194,7 +194,7 @@ def test_redis_unreachable_closed_is_503(proxied: tuple[Stack, TcpProxy]) -> Non
     proxy.cut()
     for r in together(8, lambda: request_quick(stack, key)):
         err = check_error(r, 503, "server_error", "rate_limits_unavailable")
-        assert "Rate limits cannot be checked" in err["message"] and r.headers["retry-after"] == "1"
+        assert "Rate limits and budgets cannot be checked" in err["message"] and r.headers["retry-after"] == "1"
     proxy.restore()
     eventually(lambda: chat(stack, key).status == 200)
 

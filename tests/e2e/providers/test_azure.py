@@ -126,7 +126,7 @@ def test_embeddings_and_completions(gw: Gateway) -> None:
         ("error-404", 502, "provider_error"),
         ("error-429", 429, "rate_limit_error"),
         ("error-500", 502, "provider_error"),
-        ("error-503", 502, "provider_error"),
+        ("error-503", 503, "server_error"),
     ],
 )
 @pytest.mark.parametrize("stream", [False, True])

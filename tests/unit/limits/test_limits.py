@@ -49,7 +49,7 @@ def test_tokens_reserve_the_estimate_and_settle_the_real_count() -> None:
     first = b.check(lv, 60, "a", T0)
     assert first.ok and first.tokens == (100, 40, WINDOW_MS)
     assert not b.check(lv, 60, "b", T0 + 1).ok  # 60 + 60 > 100
-    b.settle(lv, first.windows, "a", 10 - 60)  # it used 10
+    b.settle(lv, first.windows, "a", 10 - 60, 0)  # it used 10
     second = b.check(lv, 60, "b", T0 + 2)
     assert second.ok and second.tokens[1] == 30
     refused = b.check(lv, 31, "c", T0 + 3)
@@ -61,7 +61,7 @@ def test_a_settle_for_an_old_window_changes_nothing_in_the_new_one() -> None:
     lv = (Level("API key", "k", 0, 100, 0),)
     old = b.check(lv, 50, "a", T0)
     assert b.check(lv, 50, "b", T0 + WINDOW_MS).ok
-    b.settle(lv, old.windows, "a", -50)
+    b.settle(lv, old.windows, "a", -50, 0)
     assert b.windows[lv[0].key][2] == 50
 
 
@@ -71,7 +71,7 @@ def test_parallel_slots_are_counted_released_and_expire() -> None:
     a, c = b.check(lv, 0, "a", T0), b.check(lv, 0, "c", T0)
     refused = b.check(lv, 0, "d", T0)
     assert a.ok and c.ok and (refused.ok, refused.kind, refused.used) == (False, PARALLEL, 2)
-    b.settle(lv, a.windows, "a", 0)
+    b.settle(lv, a.windows, "a", 0, 0)
     assert b.check(lv, 0, "d", T0 + 1).ok
     # A slot whose settle never came (a crash) lapses with its TTL.
     assert not b.check(lv, 0, "e", T0 + 999).ok
@@ -159,8 +159,8 @@ def test_the_limiter_refuses_with_headers_and_settles_once() -> None:
         assert err.value.code == "rate_limit_exceeded" and err.value.http_status == 429
         assert err.value.retry_after is not None and int(err.value.retry_after) >= 1
         assert ("x-ratelimit-limit-requests", "1") in err.value.headers
-        limiter.settle(("r1", 1.0), 0)
-        limiter.settle(("r1", 1.0), 0)  # a second settle finds nothing
+        limiter.settle(("r1", 1.0), 0, 0)
+        limiter.settle(("r1", 1.0), 0, 0)  # a second settle finds nothing
         assert not limiter._pending
 
     asyncio.run(go())
@@ -174,8 +174,16 @@ class Down:
         self.calls += 1
         raise LimitsUnavailable("down")
 
-    def settle(self, levels: tuple[Level, ...], windows: tuple[int, ...], slot: str, delta: int) -> None:
+    def settle(
+        self, levels: tuple[Level, ...], windows: tuple[int, ...], slot: str, delta: int, cost_nano: int
+    ) -> None:
         raise AssertionError("nothing was admitted")
+
+    async def seed(self, level: Level, spent_nano: int) -> None:
+        raise AssertionError("nothing was checked")
+
+    async def start(self) -> None:
+        return None
 
     async def close(self) -> None:
         return None

@@ -9,7 +9,14 @@ import orjson
 import pytest
 
 from ghostllm.config import ProviderConfig
-from ghostllm.errors import InvalidRequest, PayloadTooLarge, ProviderError, RateLimited, UpstreamTimeout
+from ghostllm.errors import (
+    InvalidRequest,
+    PayloadTooLarge,
+    ProviderError,
+    RateLimited,
+    ServiceUnavailable,
+    UpstreamTimeout,
+)
 from ghostllm.protocol.endpoints import Endpoint
 from ghostllm.protocol.usage import Usage
 from ghostllm.providers.openai import OpenAITranslator
@@ -121,7 +128,7 @@ def test_reply_checks_the_fields_we_rely_on() -> None:
 @pytest.mark.parametrize(
     ("status", "kind"),
     [(429, RateLimited), (400, InvalidRequest), (422, InvalidRequest), (413, PayloadTooLarge),
-     (504, UpstreamTimeout), (401, ProviderError), (500, ProviderError), (503, ProviderError)],
+     (504, UpstreamTimeout), (401, ProviderError), (500, ProviderError), (503, ServiceUnavailable)],
 )  # fmt: skip
 def test_error_statuses(status: int, kind: type[Exception]) -> None:
     err = T.error(status, b'{"error": {"message": "' + b"m" * 40_000 + b'"}}', {"retry-after": "7"})

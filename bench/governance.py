@@ -1,0 +1,177 @@
+"""Part 7: governance on against the spine, in the same run. The same upstream and
+workers twice: the spine (no authentication, limits, budgets or ledger), then the
+realistic configuration (a gk- key, rate limits and budgets at key, user and team
+level checked in Redis, the ledger on PostgreSQL). Gateway CPU per request at a fixed
+rate (CPU per request depends on load, so only equal rates compare), throughput at
+saturation, and what each request costs Redis and PostgreSQL."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from bench import auth
+from bench.procs import start_stack
+from bench.report import section, table
+from bench.wrk import WrkResult, run_wrk
+from tests.support.procs import Upstream, server_config
+
+RATE = 300.0
+CONNECTIONS = 8
+REDIS_URL = os.environ.get("GHOSTLLM_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+PG_URL = os.environ.get("GHOSTLLM_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+# Limits and budgets far above what the run can reach: every request is checked, none refused.
+LIMITS: dict[str, Any] = {"rate_limit": 10**9, "tpm_limit": 2 * 10**9, "max_parallel": 10**6}
+BUDGET = 1e6
+
+
+@contextlib.contextmanager
+def _schema() -> Iterator[str]:
+    import psycopg
+
+    schema = f"ghostllm_bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_URL, autocommit=True, connect_timeout=3) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')  # a generated identifier
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def _config(tmp: Path, workers: int, fast: Upstream, **sections: Any) -> dict[str, Any]:
+    return {
+        "server": server_config(tmp, workers, shutdown_grace_s=3, log_level="WARNING"),
+        "providers": [{"id": "fast", "type": "openai", "base_url": f"{fast.url}/v1"}],
+        "models": [
+            {
+                "id": "dev-echo",
+                "provider": "fast",
+                "capabilities": ["chat", "streaming"],
+                "input_price_per_1m": 2.5,
+                "output_price_per_1m": 10.0,
+            }
+        ],
+        **sections,
+    }
+
+
+def _provision_full(config: dict[str, Any]) -> None:
+    """A key whose own, user's and team's limits and budgets all apply."""
+    from tests.support.accounts import Accounts, stack_store
+
+    accounts = Accounts(stack_store(config))
+    auth.provision(config)  # migrates; its key is replaced below
+    team = accounts.team(budget_limit=BUDGET, budget_period="monthly", **LIMITS)
+    user = accounts.user(budget_limit=BUDGET, budget_period="daily", team=team)
+    _, key = accounts.key(user, budget_limit=BUDGET, **LIMITS)
+    os.environ[auth.KEY_ENV] = key
+
+
+def _redis_calls() -> int:
+    import redis
+
+    stats = redis.Redis.from_url(REDIS_URL).info("commandstats")
+    return sum(int(v["calls"]) for k, v in stats.items() if k.startswith("cmdstat_evalsha"))
+
+
+def _pg_commits() -> int:
+    import psycopg
+
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        row = conn.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _usage_rows(config: dict[str, Any]) -> int:
+    import psycopg
+
+    with psycopg.connect(config["store"]["url"], autocommit=True) as conn:
+        row = conn.execute("SELECT COUNT(*) FROM usage_logs").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _measure(stack_url: str, names: list[str], watch: dict[str, int], d_s: float, warm_s: float) -> dict[str, Any]:
+    run_wrk(stack_url, threads=1, connections=CONNECTIONS, duration_s=warm_s, rate=RATE)
+    paced: WrkResult = run_wrk(stack_url, threads=1, connections=CONNECTIONS, duration_s=d_s, watch=watch, rate=RATE)
+    run_wrk(stack_url, threads=2, connections=32, duration_s=warm_s)
+    full: WrkResult = run_wrk(stack_url, threads=2, connections=32, duration_s=d_s, watch=watch)
+    return {
+        "cpu_per_request_ms": paced.cpu_per_request_ms(names),
+        "paced_requests": paced.requests,
+        "rps": full.rps,
+        "saturated_cpu_per_request_ms": full.cpu_per_request_ms(names),
+        "p50_ms": paced.p50_ms,
+        "errors": paced.error_count + full.error_count,
+    }
+
+
+def governance(tmp: Path, workers: int, fast: Upstream, duration_s: float, warmup_s: float) -> dict[str, Any]:
+    tmp = tmp / "governance"
+    saved = os.environ.get(auth.KEY_ENV)
+    out: dict[str, Any] = {}
+    try:
+        # The spine: nothing governs.
+        spine_cfg = _config(tmp / "spine", workers, fast, auth={"enabled": False}, ledger={"enabled": False})
+        os.environ[auth.KEY_ENV] = "unused"
+        stack = start_stack(spine_cfg, tmp / "spine")
+        try:
+            out["spine"] = _measure(stack.url, list(stack.gateway_pids), stack.gateway_pids, duration_s, warmup_s)
+        finally:
+            stack.stop()
+        with _schema() as url:
+            prefix = f"ghostllm-bench-{uuid.uuid4().hex[:8]}:"
+            full_cfg = _config(tmp / "full", workers, fast, store={"url": url},
+                               redis={"url": REDIS_URL, "prefix": prefix})  # fmt: skip
+            _provision_full(full_cfg)
+            stack = start_stack(full_cfg, tmp / "full")
+            try:
+                calls, commits, rows = _redis_calls(), _pg_commits(), _usage_rows(full_cfg)
+                r = _measure(stack.url, list(stack.gateway_pids), stack.gateway_pids, duration_s, warmup_s)
+                # The last batch is written within the flush interval: counted after the stack stops.
+            finally:
+                stack.stop()
+            sent = _usage_rows(full_cfg) - rows
+            r["redis_calls_per_request"] = (_redis_calls() - calls) / sent if sent else float("nan")
+            r["pg_commits_per_request"] = (_pg_commits() - commits) / sent if sent else float("nan")
+            r["ledger_rows"] = sent
+            out["full"] = r
+    finally:
+        if saved is None:
+            os.environ.pop(auth.KEY_ENV, None)
+        else:
+            os.environ[auth.KEY_ENV] = saved
+    spine, full = out["spine"], out["full"]
+    out["added_cpu_per_request_ms"] = full["cpu_per_request_ms"] - spine["cpu_per_request_ms"]
+    out["throughput_ratio"] = full["rps"] / spine["rps"] if spine["rps"] else float("nan")
+    rows_ = [
+        [name, r["cpu_per_request_ms"], r["saturated_cpu_per_request_ms"], r["rps"], r["p50_ms"], r["errors"]]
+        for name, r in (("spine", spine), ("full governance", full))
+    ]
+    section(
+        table(
+            f"7. governance  (the spine vs auth + rate limits and budgets at key, user and team level in Redis + "
+            f"the ledger on PostgreSQL; CPU per request at {RATE:.0f} req/s with wrk -c{CONNECTIONS}, then "
+            f"throughput at saturation, wrk -c32; {duration_s:.0f}s each)",
+            ["configuration", "CPU/req ms", "CPU/req ms saturated", "req/s saturated", "p50 ms paced", "errors"],
+            rows_,
+        )
+    )
+    section(
+        table(
+            "   full configuration, per request",
+            ["measure", "value"],
+            [
+                ["added gateway CPU (ms, target <= 0.1)", out["added_cpu_per_request_ms"]],
+                ["throughput vs spine (target >= 0.90)", out["throughput_ratio"]],
+                ["Redis script calls (admit + settle, pipelined)", full["redis_calls_per_request"]],
+                ["PostgreSQL commits (ledger batches; every source on the db)", full["pg_commits_per_request"]],
+                ["usage rows written", full["ledger_rows"]],
+            ],
+        )
+    )
+    return out
