@@ -7,10 +7,8 @@ saturation, and what each request costs Redis and PostgreSQL."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ from bench import auth
 from bench.procs import start_stack
 from bench.report import section, table
 from bench.wrk import WrkResult, run_wrk
+from tests.support.postgres import schema
 from tests.support.procs import Upstream, server_config
 
 RATE = 300.0
@@ -27,20 +26,6 @@ PG_URL = os.environ.get("GHOSTLLM_BENCH_PG_URL", "postgresql://postgres@127.0.0.
 # Limits and budgets far above what the run can reach: every request is checked, none refused.
 LIMITS: dict[str, Any] = {"rate_limit": 10**9, "tpm_limit": 2 * 10**9, "max_parallel": 10**6}
 BUDGET = 1e6
-
-
-@contextlib.contextmanager
-def _schema() -> Iterator[str]:
-    import psycopg
-
-    schema = f"ghostllm_bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_URL, autocommit=True, connect_timeout=3) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')  # a generated identifier
-    try:
-        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(PG_URL, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def _config(tmp: Path, workers: int, fast: Upstream, **sections: Any) -> dict[str, Any]:
@@ -123,7 +108,7 @@ def governance(tmp: Path, workers: int, fast: Upstream, duration_s: float, warmu
             out["spine"] = _measure(stack.url, list(stack.gateway_pids), stack.gateway_pids, duration_s, warmup_s)
         finally:
             stack.stop()
-        with _schema() as url:
+        with schema(PG_URL) as url:
             prefix = f"ghostllm-bench-{uuid.uuid4().hex[:8]}:"
             full_cfg = _config(tmp / "full", workers, fast, store={"url": url},
                                redis={"url": REDIS_URL, "prefix": prefix})  # fmt: skip

@@ -33,16 +33,24 @@ def require_postgres() -> str:
 
 
 @contextlib.contextmanager
-def migrated_schema() -> Iterator[str]:
-    """A store URL whose search_path is a fresh schema with every migration applied (what
-    `ghostllm migrate` does before serve may start on PostgreSQL); the schema is dropped
-    however the block ends."""
-    server = require_postgres()
-    schema = f"ghostllm_test_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')  # a generated identifier
-    url = f"{server}?options=-csearch_path%3D{schema}"
+def schema(server: str = PG_SERVER) -> Iterator[str]:
+    """A store URL whose search_path is a fresh, empty schema on `server`, dropped however
+    the block ends (nothing else is ever touched)."""
+    name = f"ghostllm_test_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(server, autocommit=True, connect_timeout=3) as conn:
+        conn.execute(f'CREATE SCHEMA "{name}"')  # a generated identifier
     try:
+        yield f"{server}?options=-csearch_path%3D{name}"
+    finally:
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+@contextlib.contextmanager
+def migrated_schema() -> Iterator[str]:
+    """A fresh schema with every migration applied (what `ghostllm migrate` does before
+    serve may start on PostgreSQL)."""
+    with schema(require_postgres()) as url:
 
         async def migrate() -> None:
             async with make_store(StoreConfig(url=url, pool_min_size=0)) as store:
@@ -50,6 +58,3 @@ def migrated_schema() -> Iterator[str]:
 
         asyncio.run(migrate())
         yield url
-    finally:
-        with psycopg.connect(server, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 import urllib.parse
 import uuid
@@ -19,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import psycopg
 import pytest
 
 from ghostllm.gateway.usage import UsageRecord
@@ -29,9 +27,9 @@ from ghostllm.v1 import usage_pb2, usage_pb2_grpc
 from tests.support.accounts import Accounts, stack_store
 from tests.support.auth import ADMIN_KEY
 from tests.support.http import Reply, check_error, request
+from tests.support.postgres import require_postgres, schema
 from tests.support.procs import Stack, stack_config, start_stack, stop
 
-PG_SERVER = "postgresql://postgres@127.0.0.1:5432/test"
 PASSWORD = "correct horse battery"
 PERIOD = {"start_date": "2026-03-01", "end_date": "2026-03-03"}
 NANO = 1_000_000_000
@@ -49,21 +47,8 @@ class Env:
 
 @contextlib.contextmanager
 def _pg_schema() -> Iterator[str]:
-    try:
-        with psycopg.connect(PG_SERVER, connect_timeout=3) as conn:
-            conn.execute("SELECT 1")
-    except psycopg.Error as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"PostgreSQL not reachable at {PG_SERVER}: {exc} (CI=true: it must be)")
-        pytest.skip(f"PostgreSQL not reachable at {PG_SERVER}: {exc}")
-    schema = f"ghostllm_test_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(PG_SERVER, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')  # a generated identifier
-    try:
-        yield f"{PG_SERVER}?options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(PG_SERVER, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    with schema(require_postgres()) as url:
+        yield url
 
 
 def at(text: str) -> float:

@@ -5,7 +5,6 @@ that is dropped afterwards. Without PostgreSQL its tests skip, except under CI=t
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import psycopg
 import pytest
 
 from ghostllm.config import StoreConfig
+from tests.support.postgres import schema
 
 PG_SERVER = "postgresql://postgres@127.0.0.1:5432/test"
 BACKENDS = ["sqlite", "postgresql"]
@@ -40,14 +40,8 @@ def postgres_server() -> str:
 @pytest.fixture
 def postgres_url(postgres_server: str) -> Iterator[str]:
     """A URL whose search_path is a fresh schema; only that schema is dropped afterwards."""
-    schema = f"ghostllm_test_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(postgres_server, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')  # a generated identifier
-    try:
-        yield f"{postgres_server}?options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(postgres_server, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    with schema(postgres_server) as url:
+        yield url
 
 
 @pytest.fixture(params=BACKENDS)
