@@ -9,6 +9,7 @@ import logging
 
 from ghostllm.accounts import rows
 from ghostllm.accounts.repository import AccountRepository
+from ghostllm.background import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +47,8 @@ class LastUsed:
             self._pending |= set(list(ids)[: MAX_PENDING - len(self._pending)])
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        task, self._task = self._task, None
+        await stop_task(task, 1.0)
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.flush(), 2)
+            async with asyncio.timeout(2):
+                await self.flush()

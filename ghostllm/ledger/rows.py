@@ -22,12 +22,28 @@ def stamp(unix: float) -> str:
     return datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
+def text(value: str) -> str:
+    """A client's text as the store can keep it. PostgreSQL refuses NUL in TEXT, and a string
+    Python cannot encode as UTF-8 (a lone surrogate) reaches no store: either would fail the
+    whole batch it is in, again at every replay. A NUL is valid JSON (`"\\u0000"`), so a model
+    name with one is one request away."""
+    if "\x00" in value:
+        value = value.replace("\x00", "\ufffd")
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            value = value.encode(errors="replace").decode()
+    return value
+
+
 def row(r: UsageRecord) -> tuple[Any, ...]:
     return (
-        r.record_id, r.request_id, stamp(r.started_at), r.user_id, r.api_key_id, r.team_id, r.endpoint, r.model,
-        r.provider or "", r.upstream_model or "", r.stream, r.status, r.error_code, r.prompt_tokens,
-        r.completion_tokens, r.total_tokens, r.cached_tokens, r.reasoning_tokens, r.estimated, r.cost_nano_usd,
-        r.cost_nano_usd / NANO_PER_USD, r.latency_ms, r.ttft_ms, r.client_ip, r.user_agent,
+        r.record_id, text(r.request_id), stamp(r.started_at), r.user_id, r.api_key_id, r.team_id, r.endpoint,
+        text(r.model), text(r.provider or ""), text(r.upstream_model or ""), r.stream, r.status, r.error_code,
+        r.prompt_tokens, r.completion_tokens, r.total_tokens, r.cached_tokens, r.reasoning_tokens, r.estimated,
+        r.cost_nano_usd, r.cost_nano_usd / NANO_PER_USD, r.latency_ms, r.ttft_ms, text(r.client_ip),
+        text(r.user_agent),
     )  # fmt: skip
 
 

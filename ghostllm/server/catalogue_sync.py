@@ -28,6 +28,7 @@ from ghostllm.accounts.keyring import load_cipher
 from ghostllm.accounts.models import ModelRepository
 from ghostllm.accounts.providers import ProviderRepository
 from ghostllm.accounts.records import ProviderRecord
+from ghostllm.background import pause, stop_task
 from ghostllm.config import Config
 from ghostllm.errors import ConfigError
 from ghostllm.routing.live import LiveCatalogue
@@ -35,6 +36,8 @@ from ghostllm.routing.merge import StoredProvider, merge
 from ghostllm.store import Store
 
 log = logging.getLogger(__name__)
+# How long stopping waits for a check in flight (a query being cancelled).
+STOP_S = 2.0
 
 FINGERPRINT = (
     "SELECT (SELECT COUNT(*) FROM providers), (SELECT MAX(updated_at) FROM providers),"
@@ -86,16 +89,12 @@ class CatalogueSync:
         self._task = asyncio.create_task(self._run(), name="catalogue-sync")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await stop_task(task, STOP_S)
 
     async def _run(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_s)
+            await pause(self._wake, self.poll_s)
             self._wake.clear()
             forced, self._forced = self._forced, False
             stale = time.monotonic() - self._loaded_at > RELOAD_EVERY_S
@@ -103,7 +102,8 @@ class CatalogueSync:
 
     async def _attempt(self, *, forced: bool) -> None:
         try:
-            await asyncio.wait_for(self._check(forced), self.timeout_s)
+            async with asyncio.timeout(self.timeout_s):
+                await self._check(forced)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # whatever the store or a bad row raises: the worker serves on

@@ -45,6 +45,8 @@ from ghostllm.server.memory import ReleaseMemory
 from ghostllm.store import make_store
 
 log = logging.getLogger(__name__)
+# What stopping may take once the drain is over (the supervisor allows 5 s).
+TEARDOWN_S = 4.0
 
 
 def grpc_options(config: Config) -> list[tuple[str, int]]:
@@ -205,17 +207,25 @@ class Worker:
         # while in-flight streams are still being answered.
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.config.server.shutdown_grace_s)
-        await self.catalogue_sync.stop()
-        await self.live.close()
-        await self.last_used.stop()
-        if self.ledger is not None:
-            await self.ledger.close()
-        if self.feed is not None:
-            await self.feed.close()
-        await self.limiter.close()
-        await self.store.close()
-        if self.access_log is not None:
-            self.access_log.close()
+        # The supervisor kills a worker TEARDOWN_S + 1 s after the drain: everything after it
+        # is bounded, the usage rows first (spooled before anything is awaited).
+        end = asyncio.get_running_loop().time() + TEARDOWN_S
+        try:
+            if self.ledger is not None:
+                await self.ledger.close(timeout_s=TEARDOWN_S / 2)
+            async with asyncio.timeout_at(end):
+                await self.catalogue_sync.stop()
+                await self.live.close()
+                await self.last_used.stop()
+                if self.feed is not None:
+                    await self.feed.close()
+                await self.limiter.close()
+                await self.store.close()
+        except TimeoutError:
+            log.warning("shutdown: teardown cut short after %.1f s (the store or Redis is not answering)", TEARDOWN_S)
+        finally:
+            if self.access_log is not None:
+                self.access_log.close()
 
     async def run(self) -> None:
         stopping = asyncio.Event()
