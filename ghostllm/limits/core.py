@@ -53,13 +53,17 @@ class Level:
     period: Period | None = None
     # Where its counters live ("apikey:<id>"): made once, read several times per check.
     key: str = field(init=False, compare=False)
-    # Its spend counter for the current period ("spend:apikey:<id>:m2026-12"; "" without a budget).
+    # Its spend counter for the current period ("apikey:<id>:spend:m2026-12"; "" without a budget).
     spend_key: str = field(init=False, compare=False)
+    # Its limits as the Redis scripts read them, one argument: "rpm tpm parallel budget period".
+    spec: str = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
         key = f"{self.kind.replace(' ', '').lower()}:{self.id}"
+        tag = "-" if self.period is None else self.period.tag
         object.__setattr__(self, "key", key)
-        object.__setattr__(self, "spend_key", "" if self.period is None else f"spend:{key}:{self.period.tag}")
+        object.__setattr__(self, "spend_key", "" if self.period is None else f"{key}:spend:{tag}")
+        object.__setattr__(self, "spec", f"{self.rpm} {self.tpm} {self.parallel} {self.budget} {tag}")
 
     @property
     def has_budget(self) -> bool:

@@ -11,7 +11,7 @@ request more than one deadline.
 Keys, under redis.prefix: `limits:<level>:<id>` a hash {w: window start ms, r: requests,
 t: tokens} that expires with its window; `limits:<level>:<id>:slots` a sorted set of the
 parallel slots held, scored by when each expires (a crashed worker's slots lapse);
-`limits:spend:<level>:<id>:<period>` the nano-USD spent in a budget period, started from
+`limits:<level>:<id>:spend:<period>` the nano-USD spent in a budget period, started from
 the ledger (the durable copy) and expiring with its period or within the hour.
 """
 
@@ -30,27 +30,35 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# KEYS: per level, its hash, its slots and its spend counter. ARGV: window ms, slot ttl ms, slot,
-# estimate, then per level rpm, tpm, parallel (0: none) and budget (-1: none), then the parallel
-# retry ms. Time is Redis's own, so replicas' clocks do not matter. Reply: ok, refused level
-# (1-based), kind, limit, used, reset ms, then the tightest requests limit, remaining and reset,
-# the same for tokens (limit -1: none), then each level's window start. Budgets are checked
-# first, so a request over budget is counted nowhere; a missing counter is unknown spend (SEED).
+# Few arguments on purpose: redis-py packs each one in Python, and that, not Redis, is most
+# of what a check costs the worker. So KEYS are only each level's base key; its slots
+# (<base>:slots) and its spend counter (<base>:spend:<period>) are derived here (every key
+# of a request is in one script anyway, so this is no less cluster-friendly than before).
+# Each level's limits come as one argument, Level.spec: "rpm tpm parallel budget period".
+# ARGV: estimate, slot, window ms, slot ttl ms, parallel retry ms, then each level's spec.
+# Time is Redis's own, so replicas' clocks do not matter. Reply: ok, refused level
+# (1-based), kind, limit, used, reset ms, then the tightest requests limit, remaining and
+# reset, the same for tokens (limit -1: none), then each level's window start. Budgets are
+# checked first, so a request over budget is counted nowhere; a missing counter is unknown
+# spend (kind 5: the limiter reads the ledger and seeds it).
 ADMIT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local window, ttl, slot, est = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
-local n = #KEYS / 3
+local est, slot = tonumber(ARGV[1]), ARGV[2]
+local window, ttl, retry = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local n = #KEYS
+local rpm, tpm, par, budget, tag = {}, {}, {}, {}, {}
 for i = 1, n do
-  local budget = tonumber(ARGV[4 + 4 * i])
-  if budget >= 0 then
-    local spent = redis.call('GET', KEYS[3 * i])
+  local a, b, c, d, e = string.match(ARGV[5 + i], '^(%S+) (%S+) (%S+) (%S+) (%S+)$')
+  rpm[i], tpm[i], par[i], budget[i], tag[i] = tonumber(a), tonumber(b), tonumber(c), tonumber(d), e
+  if budget[i] >= 0 then
+    local spent = redis.call('GET', KEYS[i] .. ':spend:' .. e)
     if not spent then
-      return {0, i, 5, budget, 0, 0, -1, 0, 0, -1, 0, 0}
+      return {0, i, 5, budget[i], 0, 0, -1, 0, 0, -1, 0, 0}
     end
     spent = tonumber(spent)
-    if spent >= budget then
-      return {0, i, 4, budget, spent, 0, -1, 0, 0, -1, 0, 0}
+    if spent >= budget[i] then
+      return {0, i, 4, budget[i], spent, 0, -1, 0, 0, -1, 0, 0}
     end
   end
 end
@@ -58,8 +66,7 @@ local w, r, k = {}, {}, {}
 local fail, fkind, flimit, fused, freset = 0, 0, 0, 0, 0
 local rl, rb, rreset, tl, tb, treset = -1, 0, 0, -1, 0, 0
 for i = 1, n do
-  local rpm, tpm, par = tonumber(ARGV[1 + 4 * i]), tonumber(ARGV[2 + 4 * i]), tonumber(ARGV[3 + 4 * i])
-  local h = redis.call('HMGET', KEYS[3 * i - 2], 'w', 'r', 't')
+  local h = redis.call('HMGET', KEYS[i], 'w', 'r', 't')
   local wi = tonumber(h[1])
   if wi == nil or now >= wi + window then
     w[i], r[i], k[i] = now, 0, 0
@@ -68,55 +75,60 @@ for i = 1, n do
   end
   local reset = w[i] + window - now
   if fail == 0 then
-    if rpm > 0 and r[i] + 1 > rpm then
-      fail, fkind, flimit, fused, freset = i, 1, rpm, r[i], reset
-    elseif tpm > 0 and k[i] + est > tpm then
-      fail, fkind, flimit, fused, freset = i, 2, tpm, k[i], reset
-    elseif par > 0 then
-      redis.call('ZREMRANGEBYSCORE', KEYS[3 * i - 1], '-inf', now)
-      local busy = redis.call('ZCARD', KEYS[3 * i - 1])
-      if busy + 1 > par then
-        fail, fkind, flimit, fused, freset = i, 3, par, busy, tonumber(ARGV[#ARGV])
+    if rpm[i] > 0 and r[i] + 1 > rpm[i] then
+      fail, fkind, flimit, fused, freset = i, 1, rpm[i], r[i], reset
+    elseif tpm[i] > 0 and k[i] + est > tpm[i] then
+      fail, fkind, flimit, fused, freset = i, 2, tpm[i], k[i], reset
+    elseif par[i] > 0 then
+      redis.call('ZREMRANGEBYSCORE', KEYS[i] .. ':slots', '-inf', now)
+      local busy = redis.call('ZCARD', KEYS[i] .. ':slots')
+      if busy + 1 > par[i] then
+        fail, fkind, flimit, fused, freset = i, 3, par[i], busy, retry
       end
     end
   end
-  if rpm > 0 and (rl < 0 or rpm - r[i] < rb) then rl, rb, rreset = rpm, rpm - r[i], reset end
-  if tpm > 0 and (tl < 0 or tpm - k[i] < tb) then tl, tb, treset = tpm, tpm - k[i], reset end
+  if rpm[i] > 0 and (rl < 0 or rpm[i] - r[i] < rb) then rl, rb, rreset = rpm[i], rpm[i] - r[i], reset end
+  if tpm[i] > 0 and (tl < 0 or tpm[i] - k[i] < tb) then tl, tb, treset = tpm[i], tpm[i] - k[i], reset end
 end
 if fail > 0 then
   return {0, fail, fkind, flimit, fused, freset, rl, rb, rreset, tl, tb, treset}
 end
 local reply = {1, 0, 0, 0, 0, 0, rl, rb - 1, rreset, tl, tb - est, treset}
 for i = 1, n do
-  if tonumber(ARGV[1 + 4 * i]) > 0 or tonumber(ARGV[2 + 4 * i]) > 0 then
-    redis.call('HSET', KEYS[3 * i - 2], 'w', w[i], 'r', r[i] + 1, 't', k[i] + est)
-    redis.call('PEXPIREAT', KEYS[3 * i - 2], w[i] + window)
+  if rpm[i] > 0 or tpm[i] > 0 then
+    redis.call('HSET', KEYS[i], 'w', w[i], 'r', r[i] + 1, 't', k[i] + est)
+    redis.call('PEXPIREAT', KEYS[i], w[i] + window)
   end
-  if tonumber(ARGV[3 + 4 * i]) > 0 then
-    redis.call('ZADD', KEYS[3 * i - 1], now + ttl, slot)
-    redis.call('PEXPIRE', KEYS[3 * i - 1], ttl)
+  if par[i] > 0 then
+    redis.call('ZADD', KEYS[i] .. ':slots', now + ttl, slot)
+    redis.call('PEXPIRE', KEYS[i] .. ':slots', ttl)
   end
   reply[12 + i] = w[i]
 end
 return reply
 """
 
-# KEYS as ADMIT's. ARGV: slot, token delta, cost (nano-USD), then per level its window start,
-# whether it holds a slot and whether it has a budget. A missing spend counter stays missing:
-# it is read from the ledger, which will hold this request's row, when next needed.
+# KEYS as ADMIT's. ARGV: slot, token delta, cost (nano-USD), then each level's window start,
+# then each level's spec. A missing spend counter stays missing: it is read from the ledger,
+# which will hold this request's row, when next needed.
 SETTLE = """
 local slot, delta, cost = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-for i = 1, #KEYS / 3 do
-  if delta ~= 0 and tonumber(redis.call('HGET', KEYS[3 * i - 2], 'w')) == tonumber(ARGV[1 + 3 * i]) then
-    if redis.call('HINCRBY', KEYS[3 * i - 2], 't', delta) < 0 then
-      redis.call('HSET', KEYS[3 * i - 2], 't', 0)
+local n = #KEYS
+for i = 1, n do
+  local _, _, par, budget, tag = string.match(ARGV[3 + n + i], '^(%S+) (%S+) (%S+) (%S+) (%S+)$')
+  if delta ~= 0 and tonumber(redis.call('HGET', KEYS[i], 'w')) == tonumber(ARGV[3 + i]) then
+    if redis.call('HINCRBY', KEYS[i], 't', delta) < 0 then
+      redis.call('HSET', KEYS[i], 't', 0)
     end
   end
-  if ARGV[2 + 3 * i] == '1' then
-    redis.call('ZREM', KEYS[3 * i - 1], slot)
+  if tonumber(par) > 0 then
+    redis.call('ZREM', KEYS[i] .. ':slots', slot)
   end
-  if cost > 0 and ARGV[3 + 3 * i] == '1' and redis.call('EXISTS', KEYS[3 * i]) == 1 then
-    redis.call('INCRBY', KEYS[3 * i], cost)
+  if cost > 0 and tonumber(budget) >= 0 then
+    local spend = KEYS[i] .. ':spend:' .. tag
+    if redis.call('EXISTS', spend) == 1 then
+      redis.call('INCRBY', spend, cost)
+    end
   end
 end
 return 0
@@ -167,19 +179,14 @@ class RedisBackend:
         self.calls = 0
 
     def _keys(self, levels: tuple[Level, ...]) -> list[str]:
-        keys: list[str] = []
-        for lv in levels:
-            base = self.prefix + lv.key
-            keys += (base, base + ":slots", self.prefix + lv.spend_key)
-        return keys
+        prefix = self.prefix
+        return [prefix + lv.key for lv in levels]
 
     async def admit(self, levels: tuple[Level, ...], estimate: int, slot: str) -> Verdict:
         if time.monotonic() < self._down_until:
             raise LimitsUnavailable("Redis failed less than a second ago")
-        args: list[str | int] = [WINDOW_MS, self.slot_ttl_ms, slot, estimate]
-        for lv in levels:
-            args += (lv.rpm, lv.tpm, lv.parallel, lv.budget)
-        args.append(PARALLEL_RETRY_MS)
+        args: list[str | int] = [estimate, slot, WINDOW_MS, self.slot_ttl_ms, PARALLEL_RETRY_MS]
+        args += [lv.spec for lv in levels]
         future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
         self._enqueue(("admit", self._keys(levels), args, future))
         try:
@@ -204,9 +211,8 @@ class RedisBackend:
             # The slots lapse by their TTL, the estimate with its window; the cost reaches the
             # spend counter when the counter is next read from the ledger.
             return
-        args: list[str | int] = [slot, delta, cost_nano]
-        for lv, start in zip(levels, windows, strict=True):
-            args += (start, 1 if lv.parallel else 0, 1 if lv.has_budget else 0)
+        args: list[str | int] = [slot, delta, cost_nano, *windows]
+        args += [lv.spec for lv in levels]
         self._enqueue(("settle", self._keys(levels), args, None))
 
     async def seed(self, level: Level, spent_nano: int) -> None:
