@@ -2,11 +2,12 @@
 (atomic, so exact across every worker and replica), another settles it. The scripts are
 called by SHA and loaded only when Redis says NOSCRIPT (first use, or a restarted Redis).
 
-Every call made in one event-loop tick (admissions and settles alike) goes out as one
-pipeline: one round trip for the lot. Each round trip has a short deadline; a Redis that
-fails or is slow raises LimitsUnavailable, and for a second after that no call is tried
-(the limiter's on_redis_error decides what the request gets), so an outage costs no
-request more than one deadline.
+Every call made in one event-loop tick goes out as one pipeline: one round trip for the
+lot; settles, which nobody waits for, wait up to 10 ms to join the next check's (unless
+they free a parallel slot: a client's next request may reach another worker). Each
+round trip has a short deadline; a Redis that fails or is slow raises LimitsUnavailable,
+and for a second after that no call is tried (the limiter's on_redis_error decides what
+the request gets), so an outage costs no request more than one deadline.
 
 Keys, under redis.prefix: `limits:<level>:<id>` a hash {w: window start ms, r: requests,
 t: tokens} that expires with its window; `limits:<level>:<id>:slots` a sorted set of the
@@ -148,6 +149,8 @@ SCRIPTS = {
     name: (text, hashlib.sha1(text.encode()).hexdigest())
     for name, text in (("admit", ADMIT), ("settle", SETTLE), ("seed", SEED))
 }
+# A settle waits at most this long for a check to share its round trip.
+SETTLE_DELAY_S = 0.01
 # After a failed call, how long no call is tried.
 BACKOFF_S = 1.0
 
@@ -172,6 +175,8 @@ class RedisBackend:
         self.timeout_s = timeout_s
         self.slot_ttl_ms = slot_ttl_ms
         self._queue: list[_Call] = []
+        self._soon: asyncio.Handle | None = None
+        self._later: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._down_until = 0.0
         # Round trips made, and calls they carried (the bench and tests read them).
@@ -213,7 +218,8 @@ class RedisBackend:
             return
         args: list[str | int] = [slot, delta, cost_nano, *windows]
         args += [lv.spec for lv in levels]
-        self._enqueue(("settle", self._keys(levels), args, None))
+        # Freeing a parallel slot cannot wait: the client's next request may reach another worker.
+        self._enqueue(("settle", self._keys(levels), args, None), soon=any(lv.parallel for lv in levels))
 
     async def seed(self, level: Level, spent_nano: int) -> None:
         assert level.period is not None
@@ -224,13 +230,24 @@ class RedisBackend:
         self._enqueue(("seed", [self.prefix + level.spend_key], args, future))
         await future
 
-    def _enqueue(self, call: _Call) -> None:
+    def _enqueue(self, call: _Call, *, soon: bool = False) -> None:
         self._queue.append(call)
-        if len(self._queue) == 1:
+        if call[3] is None and not soon:
+            # A settle: nobody waits for it, so it rides with the next check (of this or a later
+            # tick) or goes on its own SETTLE_DELAY_S later: under load, no round trip of its own.
+            if self._soon is None and self._later is None:
+                self._later = asyncio.get_running_loop().call_later(SETTLE_DELAY_S, self._flush)
+        elif self._soon is None:
             # After everything else ready in this tick has run (and queued its own call).
-            asyncio.get_running_loop().call_soon(self._flush)
+            self._soon = asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
+        if self._later is not None:
+            self._later.cancel()
+            self._later = None
+        self._soon = None
+        if not self._queue:
+            return
         batch, self._queue = self._queue, []
         task = asyncio.get_running_loop().create_task(self._send(batch))
         self._tasks.add(task)
@@ -292,6 +309,7 @@ class RedisBackend:
             log.warning("Redis is not reachable at start-up (%s: %s); rate limits will retry", type(exc).__name__, exc)
 
     async def close(self) -> None:
+        self._flush()  # settles still waiting for company
         if self._tasks:
             # Settles already queued are worth their round trip (bounded by the deadline).
             await asyncio.gather(*self._tasks, return_exceptions=True)
