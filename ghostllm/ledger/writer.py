@@ -31,6 +31,8 @@ from ghostllm.store import Store
 log = logging.getLogger(__name__)
 
 BATCH_ROWS = 500
+# Rows kept in memory at most while a write is in flight; beyond, they are spooled at once.
+MAX_PENDING_ROWS = 20_000
 # A warning at most this often while the store is away.
 WARN_EVERY_S = 60.0
 # A refused spooled batch is written row by row to find a bad row; this many refused in a
@@ -68,6 +70,10 @@ class Ledger:
         self._pending.append(rows.row(record))
         if len(self._pending) >= self.batch_rows:
             self._wake.set()
+            if len(self._pending) >= MAX_PENDING_ROWS:
+                # A write is stuck (a store that takes its time to fail): memory stays bounded,
+                # the oldest rows go to disk now (a few ms of fsync, once per MAX_PENDING_ROWS).
+                self._spool([self._pending.popleft() for _ in range(len(self._pending) - self.batch_rows)])
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="ledger")
