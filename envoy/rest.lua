@@ -102,7 +102,7 @@ local UNARY_BRIDGE = {["/v1/chat/completions"] = true, ["/v1/completions"] = tru
 -- The methods each REST path answers (the google.api.http rules in protos/).
 local POST_ONLY = {["/v1/chat/completions"] = true, ["/v1/completions"] = true, ["/v1/embeddings"] = true}
 local GET_ONLY = {["/v1/models"] = true, ["/health"] = true}
--- The admin and account paths (admin.proto, auth.proto, usage.proto), several methods each
+-- The admin and account paths (admin.proto, auth.proto, usage.proto; gateway.proto's /status), several methods each
 -- (a Lua pattern per path; the first that matches applies).
 local ROUTES = {
   {"^/admin/users$", "GET, POST"},
@@ -120,6 +120,7 @@ local ROUTES = {
   {"^/v1/auth/login$", "POST"},
   {"^/v1/keys$", "GET"},
   {"^/v1/usage$", "GET"},
+  {"^/status$", "GET"},
 }
 
 -- The Allow value for the path ("GET", "GET, POST", ...), or nil for a path we do not serve.

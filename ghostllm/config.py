@@ -8,10 +8,10 @@ provider field with `GHOSTLLM_PROVIDER_<ID>_<KEY>` (ID upper-cased, `-` as `_`),
 the store's with `GHOSTLLM_STORE_<KEY>` (`DATABASE_URL` counts as `GHOSTLLM_STORE_URL`
 when that is unset), the accounts' with `GHOSTLLM_ACCOUNTS_<KEY>`, auth's with
 `GHOSTLLM_AUTH_<KEY>`, the limits' with `GHOSTLLM_LIMITS_<KEY>`, Redis's with
-`GHOSTLLM_REDIS_<KEY>` (`REDIS_URL` accepted), the catalogue's with `GHOSTLLM_CATALOGUE_<KEY>`, so a deployment can
-change ports or base URLs without editing the file. A list
-given in the environment is comma-separated; `id` and mappings (`headers`) are
-YAML only.
+`GHOSTLLM_REDIS_<KEY>` (`REDIS_URL` accepted), the catalogue's with `GHOSTLLM_CATALOGUE_<KEY>`,
+routing's with `GHOSTLLM_ROUTING_<KEY>`, so a deployment can change ports or base URLs
+without editing the file. A list given in the environment is comma-separated; `id` and
+mappings (`headers`) are YAML only.
 
 The sections are dataclasses and the loader walks their fields generically: a
 new setting is a new field, a new section a new dataclass field. An unknown key
@@ -254,6 +254,38 @@ class CatalogueConfig:
     poll_pushed_s: float = 30.0
 
 
+@dataclass(frozen=True)
+class RoutingConfig:
+    # Provider health (routing/health.py): each worker checks every provider this often in the
+    # background (the provider's model listing, never a paid completion) and GET /health reads
+    # the last results, never waiting on a provider.
+    health_check_interval_s: float = 15.0
+    # One check's limit: a provider that has not answered by then is unhealthy until its next check.
+    health_check_timeout_s: float = 3.0
+    # Retries on the same deployment after a retryable failure, before the next deployment is
+    # tried (a model's own `retries` overrides it).
+    retries: int = 1
+    # Jittered exponential backoff between retries on one deployment: base * 2**n, at most max.
+    backoff_base_s: float = 0.1
+    backoff_max_s: float = 2.0
+    # An upstream's retry-after is waited for up to this long; a longer one moves on to the
+    # next deployment at once.
+    retry_after_cap_s: float = 5.0
+    # No attempt starts later than this after the request's first one (its retry budget).
+    retry_budget_s: float = 30.0
+    # Passive circuit breaking, per deployment and worker: circuit_failures failures in a row, or
+    # a failure rate of circuit_failure_rate over at least circuit_min_requests attempts within
+    # circuit_window_s, open the circuit for circuit_cooldown_s; then one probe is let through,
+    # whose success closes it (a failure opens it again).
+    circuit_failures: int = 5
+    circuit_failure_rate: float = 0.5
+    circuit_min_requests: int = 20
+    circuit_window_s: float = 60.0
+    circuit_cooldown_s: float = 30.0
+    # Weight of the newest sample in the per-deployment latency moving averages (least-latency).
+    latency_alpha: float = 0.2
+
+
 def default_store_url(data_dir: str) -> str:
     return f"{SQLITE_PREFIX}{Path(data_dir) / 'ghostllm.db'}"
 
@@ -290,10 +322,26 @@ class ProviderConfig:
         return os.environ.get(self.api_key_env, "") if self.api_key_env else ""
 
 
+STRATEGIES = ("priority", "weighted", "least-latency", "least-busy", "lowest-cost")
+
+
+@dataclass(frozen=True)
+class DeploymentConfig:
+    """One deployment of a model: a provider and the upstream's name for the model, with its own
+    weight (weighted routing) and prices (None: the model's)."""
+
+    provider: str
+    upstream_model: str = ""
+    weight: float = 1.0
+    input_price_per_1m: float | None = None
+    output_price_per_1m: float | None = None
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     id: str
-    provider: str
+    # The single-deployment form; with `deployments`, the loader sets it to the first one's.
+    provider: str = ""
     upstream_model: str = ""
     context_length: int = 0
     input_price_per_1m: float = 0.0
@@ -305,10 +353,23 @@ class ModelConfig:
     # The max_tokens sent when the client gave none, to providers that require one (Anthropic);
     # 0: the adapter's own default.
     max_output_tokens: int = 0
+    # Several deployments (instead of provider + upstream_model), how a request picks among
+    # them, the models tried in order when every deployment failed, and a routing.retries override.
+    deployments: tuple[DeploymentConfig, ...] = ()
+    strategy: str = "priority"
+    fallbacks: tuple[str, ...] = ()
+    retries: int | None = None
 
     @property
     def upstream(self) -> str:
         return self.upstream_model or self.id
+
+    @property
+    def targets(self) -> tuple[DeploymentConfig, ...]:
+        """The deployments, each with its upstream model filled in (the single form is one)."""
+        if not self.deployments:
+            return (DeploymentConfig(self.provider, self.upstream),)
+        return tuple(d if d.upstream_model else replace(d, upstream_model=self.id) for d in self.deployments)
 
 
 @dataclass(frozen=True)
@@ -321,6 +382,7 @@ class Config:
     ledger: LedgerConfig = field(default_factory=LedgerConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     catalogue: CatalogueConfig = field(default_factory=CatalogueConfig)
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
     providers: tuple[ProviderConfig, ...] = ()
     models: tuple[ModelConfig, ...] = ()
     # The file it was read from: set by the loader, not a YAML key.
@@ -526,6 +588,9 @@ def _validate(config: Config) -> None:
         raise ConfigError("catalogue.poll_s: expected more than 0 and at most 4 (a change must be seen within 5 s)")
     if config.catalogue.poll_pushed_s < config.catalogue.poll_s:
         raise ConfigError("catalogue.poll_pushed_s: expected at least catalogue.poll_s")
+    routing = config.routing
+    if not 0 < routing.health_check_timeout_s <= routing.health_check_interval_s:
+        raise ConfigError("routing: expected 0 < health_check_timeout_s <= health_check_interval_s")
     for i, p in enumerate(config.providers):
         if not p.id:
             raise ConfigError(f"providers[{i}]: id is required")
@@ -533,17 +598,71 @@ def _validate(config: Config) -> None:
             raise ConfigError(f"provider {p.id}: base_url is required (type {p.type} has no default)")
         if any(q.id == p.id for q in config.providers[:i]):
             raise ConfigError(f"provider {p.id}: defined twice")
+    _validate_retries(config.routing)
     ids = {p.id for p in config.providers}
+    model_ids = {m.id for m in config.models}
     for i, m in enumerate(config.models):
         if not m.id:
             raise ConfigError(f"models[{i}]: id is required")
         bad = [c for c in m.capabilities if c not in CAPABILITIES]
         if bad:
             raise ConfigError(f"models[{i}].capabilities: unknown {bad}; known: {', '.join(CAPABILITIES)}")
-        if m.provider not in ids:
-            raise ConfigError(f"model {m.id}: unknown provider {m.provider!r}")
+        _validate_deployments(m, f"models[{i}]", ids)
+        if m.strategy not in STRATEGIES:
+            raise ConfigError(f"models[{i}].strategy: unknown {m.strategy!r}; known: {', '.join(STRATEGIES)}")
+        for j, f in enumerate(m.fallbacks):
+            if f == m.id:
+                raise ConfigError(f"models[{i}].fallbacks[{j}]: model {m.id} cannot fall back to itself")
+            if f not in model_ids:
+                raise ConfigError(f"models[{i}].fallbacks[{j}]: unknown model {f!r}")
+        if m.retries is not None and not 0 <= m.retries <= 10:
+            raise ConfigError(f"models[{i}].retries: expected 0 to 10")
         if any(q.id == m.id for q in config.models[:i]):
             raise ConfigError(f"model {m.id}: defined twice")
+
+
+def _validate_deployments(m: ModelConfig, where: str, providers: set[str]) -> None:
+    if not m.deployments:
+        if not m.provider:
+            raise ConfigError(f"{where}: provider (or deployments) is required")
+        if m.provider not in providers:
+            raise ConfigError(f"{where}.provider: model {m.id}: unknown provider {m.provider!r}")
+        return
+    # The loader fills `provider` in from the first deployment, so a parsed config reads back.
+    if m.upstream_model or (m.provider and m.provider != m.deployments[0].provider):
+        raise ConfigError(f"{where}: give provider and upstream_model, or deployments, not both")
+    for j, d in enumerate(m.deployments):
+        if d.provider not in providers:
+            raise ConfigError(f"{where}.deployments[{j}].provider: model {m.id}: unknown provider {d.provider!r}")
+        if d.weight < 0:
+            raise ConfigError(f"{where}.deployments[{j}].weight: expected 0 or more, got {d.weight:g}")
+        if any(p is not None and p < 0 for p in (d.input_price_per_1m, d.output_price_per_1m)):
+            raise ConfigError(f"{where}.deployments[{j}]: expected prices of 0 or more")
+    keys = [(d.provider, d.upstream_model or m.id) for d in m.deployments]
+    if len(set(keys)) != len(keys):
+        raise ConfigError(f"{where}.deployments: the same provider and upstream model listed twice")
+
+
+def _validate_retries(r: RoutingConfig) -> None:
+    if not 0 <= r.retries <= 10:
+        raise ConfigError("routing.retries: expected 0 to 10")
+    if r.backoff_base_s < 0 or r.backoff_max_s < r.backoff_base_s:
+        raise ConfigError("routing: expected 0 <= backoff_base_s <= backoff_max_s")
+    if r.retry_after_cap_s < 0 or r.retry_budget_s <= 0:
+        raise ConfigError("routing: expected retry_after_cap_s >= 0 and retry_budget_s > 0")
+    if r.circuit_failures < 1 or r.circuit_min_requests < 1:
+        raise ConfigError("routing: expected circuit_failures >= 1 and circuit_min_requests >= 1")
+    if not 0 < r.circuit_failure_rate <= 1:
+        raise ConfigError("routing.circuit_failure_rate: expected more than 0 and at most 1")
+    if r.circuit_window_s <= 0 or r.circuit_cooldown_s <= 0:
+        raise ConfigError("routing: expected circuit_window_s > 0 and circuit_cooldown_s > 0")
+    if not 0 < r.latency_alpha <= 1:
+        raise ConfigError("routing.latency_alpha: expected more than 0 and at most 1")
+
+
+def _primary(m: ModelConfig) -> ModelConfig:
+    """A model with deployments names its first one's provider too (for callers that show one)."""
+    return replace(m, provider=m.deployments[0].provider) if m.deployments and not m.provider else m
 
 
 def parse_config(raw: Mapping[str, Any], *, env: Mapping[str, str] | None = None, source: str = "") -> Config:
@@ -560,13 +679,14 @@ def parse_config(raw: Mapping[str, Any], *, env: Mapping[str, str] | None = None
         ledger=_apply_env(config.ledger, "GHOSTLLM_LEDGER_", env),
         limits=_apply_env(config.limits, "GHOSTLLM_LIMITS_", env),
         catalogue=_apply_env(config.catalogue, "GHOSTLLM_CATALOGUE_", env),
+        routing=_apply_env(config.routing, "GHOSTLLM_ROUTING_", env),
         providers=tuple(
             _default_base_url(_apply_env(p, f"GHOSTLLM_PROVIDER_{_env_key(p.id)}_", env)) for p in config.providers
         ),
         source=source,
     )
     _validate(config)
-    return config
+    return replace(config, models=tuple(_primary(m) for m in config.models))
 
 
 class _Loader(yaml.SafeLoader):

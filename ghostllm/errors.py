@@ -140,6 +140,12 @@ class ProviderError(GhostError):
     default_code = "provider_error"
 
 
+class UnusableAnswer(ProviderError):
+    """An answer that arrived whole but cannot be used (not JSON, the wrong shape, over the
+    size limit): the same deployment asked again answers the same, so routing moves on to
+    the next one instead of retrying it."""
+
+
 class ServiceUnavailable(GhostError):
     http_status = 503
     grpc_code = grpc.StatusCode.UNAVAILABLE

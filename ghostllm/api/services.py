@@ -110,7 +110,8 @@ SERVICES: tuple[Service, ...] = (
     ),
     Service(
         _service(gateway_pb2.DESCRIPTOR, "GatewayService"),
-        lambda d: GatewayService(d.catalogue, d.health),
+        # ROUTING: pass router=d.router (its snapshot() shows in /status) once Deps carries the Router.
+        lambda d: GatewayService(d.pipeline, d.catalogue, d.health),
         public=True,
         rest=True,
     ),

@@ -8,10 +8,18 @@ streaming, is served through one of these:
 
 Leaving the `async with` settles the request exactly once, whatever happened
 (success, error, client cancel, shutdown).
+
+The upstream call walks the router's plan (routing/router.py): a retryable failure
+(connect error, timeout, the upstream's 429/5xx) before anything reached the client is
+retried on the same deployment after a jittered backoff (`routing.retries` times), then on
+the plan's next deployment, then on the fallback models'; the request's retry budget caps
+the whole. Once an answer has started, nothing is retried. The body is sent unchanged every
+time; the answer names the model and deployment that served it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
@@ -19,18 +27,21 @@ from types import TracebackType
 from typing import Any
 
 from ghostllm.auth.principal import Principal
-from ghostllm.errors import GhostError
+from ghostllm.errors import GhostError, UnusableAnswer
 from ghostllm.gateway.context import RequestContext
 from ghostllm.protocol.common import wants_stream, wants_usage
 from ghostllm.protocol.endpoints import Endpoint
 from ghostllm.protocol.usage import Usage
 from ghostllm.providers.base import Call, Json
 from ghostllm.routing.catalogue import Deployment, Model
+from ghostllm.routing.router import DeploymentState, Plan, Router, retryable
 
 # An admit stage: fills the exchange in, or raises the error the client gets.
 Stage = Callable[["Exchange"], Awaitable[None]]
 # Settle: called once when the exchange ends, with what ended it.
 Settle = Callable[["Exchange", BaseException | None], None]
+# Names the deployment that served the answer (REST header, gRPC initial metadata).
+DEPLOYMENT_HEADER = "x-ghostllm-deployment"
 
 
 def _output_chars(choices: list[Any]) -> int:
@@ -54,7 +65,10 @@ def _output_chars(choices: list[Any]) -> int:
 
 class Exchange:
     __slots__ = (
+        "_deadline",
         "_decode",
+        "_last_error",
+        "attempts",
         "body",
         "call",
         "called",
@@ -67,10 +81,13 @@ class Exchange:
         "model",
         "principal",
         "relayed_chars",
+        "router",
+        "served",
         "settle",
         "settled",
         "stages",
         "stream",
+        "tried",
         "usage",
     )
 
@@ -95,7 +112,17 @@ class Exchange:
         self.principal: Principal | None = None
         self.include_usage = False
         self.model: Model | None = None
+        # The model's first deployment once resolved; during the call, the one being tried
+        # (after it, the one that served, or the last one tried).
         self.deployment: Deployment | None = None
+        # Set by the ResolveModel stage; None: the model's first deployment, once, no retries.
+        self.router: Router | None = None
+        # The model that answered (the requested one, or a fallback).
+        self.served: Model | None = None
+        self.attempts = 0
+        self.tried: list[str] = []
+        self._deadline = 0.0
+        self._last_error: GhostError | None = None
         self.call = Call(request_id=ctx.request_id)
         self.called = False
         self.usage: Usage | None = None
@@ -134,49 +161,149 @@ class Exchange:
 
     # ------------------------------------------------------------------ upstream call
 
-    def _target(self) -> tuple[Json, Deployment, Model]:
+    def _plan(self) -> tuple[Json, Plan]:
         if self.body is None or self.deployment is None or self.model is None:
             raise RuntimeError("the exchange was not admitted")
-        return self.body, self.deployment, self.model
+        self.called = True
+        router = self.router
+        if router is None:
+            return self.body, [(self.model, self.deployment)]
+        self._deadline = time.monotonic() + router.config.retry_budget_s
+        return self.body, router.plan(self.model, self.endpoint.capability)
+
+    def _begin(self, model: Model, d: Deployment) -> DeploymentState | None:
+        self.attempts += 1
+        self.tried.append(d.key)
+        self.deployment = d
+        self.call.entry = model.config
+        # An attempt that failed before any output produced nothing to count.
+        self.usage = None
+        return self.router.begin(d) if self.router is not None else None
+
+    def _served(self, model: Model, d: Deployment) -> None:
+        self.served = model
+        self.ctx.response_headers.append((DEPLOYMENT_HEADER, d.key))
+
+    def _release(self, st: DeploymentState | None) -> None:
+        if st is not None and self.router is not None:
+            self.router.released(st)
+
+    async def _again(self, st: DeploymentState | None, err: GhostError, model: Model, retry: int) -> bool:
+        """After a failed attempt that relayed nothing: True once it is time to retry on the
+        same deployment, False to move on to the next one; raises `err` when nothing more may
+        be tried (not retryable, or the retry budget is spent)."""
+        router = self.router
+        if router is None or st is None:
+            raise err
+        if not retryable(err):
+            router.released(st)
+            raise err
+        router.failed(st)
+        self._last_error = err
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise err
+        if retry >= router.retries(model) or isinstance(err, UnusableAnswer):
+            return False
+        wait = router.delay(retry, err, remaining)
+        if wait is None:
+            return False
+        # A client that goes away now cancels this sleep: nothing else to undo.
+        await asyncio.sleep(wait)
+        return True
+
+    def _exhausted(self) -> GhostError:
+        if self._last_error is None:
+            raise RuntimeError("the routing plan was empty")
+        return self._last_error
 
     async def complete(self) -> Json:
-        """The whole answer, as the client sees it (its model id, not the upstream's)."""
-        body, d, model = self._target()
-        self.called = True
-        self.call.entry = model.config
-        reply = await d.provider.complete(self.endpoint, body, d.upstream_model, self.call)
-        self.usage = reply.usage
-        reply.data["model"] = model.id
-        return reply.data
+        """The whole answer, as the client sees it (the serving model's public id)."""
+        body, plan = self._plan()
+        endpoint, call = self.endpoint, self.call
+        for model, d in plan:
+            retry = 0
+            while True:
+                st = self._begin(model, d)
+                started = time.monotonic()
+                try:
+                    reply = await d.provider.complete(endpoint, body, d.upstream_model, call)
+                except GhostError as err:
+                    if await self._again(st, err, model, retry):
+                        retry += 1
+                        continue
+                    break
+                except BaseException:
+                    self._release(st)
+                    raise
+                if st is not None and self.router is not None:
+                    elapsed = time.monotonic() - started
+                    self.router.first_output(st, elapsed)
+                    self.router.succeeded(st, elapsed)
+                self.usage = reply.usage
+                self._served(model, d)
+                reply.data["model"] = model.id
+                return reply.data
+        raise self._exhausted()
 
     async def relay(self) -> AsyncIterator[tuple[list[Json], bool]]:
-        """The stream as the client sees it: per upstream read, its chunks (its model id;
-        the usage chunk only when it asked, since we always ask the upstream for it) and
-        whether the stream ended there."""
-        body, d, model = self._target()
-        model_id = model.id
+        """The stream as the client sees it: per upstream read, its chunks (the serving
+        model's id; the usage chunk only when it asked, since we always ask the upstream for
+        it) and whether the stream ended there."""
+        body, plan = self._plan()
+        endpoint, call = self.endpoint, self.call
         include_usage = self.include_usage
-        self.called = True
-        self.call.entry = model.config
-        async with aclosing(d.provider.stream(self.endpoint, body, d.upstream_model, self.call)) as batches:
-            async for batch in batches:
-                if batch.usage is not None:
-                    self.usage = batch.usage
-                out: list[Json] = []
-                for chunk in batch.chunks:
-                    choices = chunk.get("choices")
-                    if choices:
-                        self.relayed_chars += _output_chars(choices)
-                    elif not include_usage:
+        router = self.router
+        for model, d in plan:
+            model_id = model.id
+            retry = 0
+            while True:
+                st = self._begin(model, d)
+                started = time.monotonic()
+                relayed = False
+                try:
+                    async with aclosing(d.provider.stream(endpoint, body, d.upstream_model, call)) as batches:
+                        async for batch in batches:
+                            if batch.usage is not None:
+                                self.usage = batch.usage
+                            out: list[Json] = []
+                            for chunk in batch.chunks:
+                                choices = chunk.get("choices")
+                                if choices:
+                                    self.relayed_chars += _output_chars(choices)
+                                elif not include_usage:
+                                    continue
+                                if not include_usage:
+                                    chunk.pop("usage", None)
+                                chunk["model"] = model_id
+                                out.append(chunk)
+                            if self.first_output_at is None and self.relayed_chars:
+                                self.first_output_at = time.monotonic()
+                            if out or batch.done:
+                                if not relayed:
+                                    # Before the first chunk leaves: the headers go with it.
+                                    relayed = True
+                                    self._served(model, d)
+                                    if st is not None and router is not None:
+                                        router.first_output(st, time.monotonic() - started)
+                                yield out, batch.done
+                except GhostError as err:
+                    if relayed:
+                        # The answer has begun: it ends with the in-band error, never retried.
+                        if st is not None and router is not None:
+                            (router.failed if retryable(err) else router.released)(st)
+                        raise
+                    if await self._again(st, err, model, retry):
+                        retry += 1
                         continue
-                    if not include_usage:
-                        chunk.pop("usage", None)
-                    chunk["model"] = model_id
-                    out.append(chunk)
-                if self.first_output_at is None and self.relayed_chars:
-                    self.first_output_at = time.monotonic()
-                if out or batch.done:
-                    yield out, batch.done
+                    break
+                except BaseException:
+                    self._release(st)
+                    raise
+                if st is not None and router is not None:
+                    router.succeeded(st, time.monotonic() - started)
+                return
+        raise self._exhausted()
 
     def fail(self, err: GhostError) -> None:
         """Record an error the client was told about in-band (its answer had begun)."""

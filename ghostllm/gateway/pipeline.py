@@ -98,7 +98,9 @@ class Pipeline:
         d = ex.deployment
         who = ex.principal
         model = ex.model
-        cost = cost_nano_usd(model.config, prompt, completion, cached) if model is not None else 0
+        # The serving deployment's prices (its own, or its model's: a fallback's, maybe).
+        prices = d.prices if d is not None and d.prices is not None else model.config if model is not None else None
+        cost = cost_nano_usd(prices, prompt, completion, cached) if prices is not None else 0
         record = UsageRecord(
             request_id=ctx.request_id[:MAX_FIELD_CHARS],
             started_at=ctx.started_at,
@@ -125,6 +127,9 @@ class Pipeline:
             team_id=who.team_id if who is not None else None,
             cost_nano_usd=cost,
             record_id=uuid.uuid4().hex,
+            deployment=d.key if d is not None and ex.attempts else None,
+            attempts=ex.attempts,
+            deployments_tried=tuple(ex.tried),
         )
         for sink in self.sinks:
             try:

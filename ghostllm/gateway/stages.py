@@ -12,6 +12,7 @@ from ghostllm.gateway.usage import UsageRecord
 from ghostllm.limits.limiter import Limiter
 from ghostllm.protocol.endpoints import Endpoint
 from ghostllm.routing.catalogue import Catalogue
+from ghostllm.routing.router import Router
 
 
 async def decode_body(ex: Exchange) -> None:
@@ -64,16 +65,19 @@ async def authorize(ex: Exchange) -> None:
 
 
 class ResolveModel:
-    """The public model in the catalogue, which must offer the endpoint's capability."""
+    """The public model in the catalogue, which must offer the endpoint's capability; the
+    router (the worker's, or one of its own with the default settings) plans the call."""
 
-    def __init__(self, catalogue: Catalogue) -> None:
+    def __init__(self, catalogue: Catalogue, router: Router | None = None) -> None:
         self.catalogue = catalogue
+        self.router = router if router is not None else Router(catalogue)
 
     async def __call__(self, ex: Exchange) -> None:
         if not ex.endpoint.names_model or (ex.endpoint is Endpoint.MODELS and "model" not in (ex.body or {})):
             return  # the listing, or an endpoint without a model
         ex.model = self.catalogue.resolve(ex.requested_model, ex.endpoint.capability)
         ex.deployment = ex.model.deployment
+        ex.router = self.router
 
 
 def _int(value: object) -> int | None:

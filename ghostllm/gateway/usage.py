@@ -12,7 +12,8 @@ class UsageRecord:
     started_at: float
     # chat.completions, completions, embeddings, models, admin.read, ... (Endpoint values).
     endpoint: str
-    # The public model id the client asked for (as sent, when it resolved to none).
+    # The public model id the client asked for (as sent, when it resolved to none); provider
+    # and upstream_model are the deployment's that served it (a fallback model's, maybe).
     model: str
     provider: str | None
     upstream_model: str | None
@@ -42,3 +43,9 @@ class UsageRecord:
     cost_nano_usd: int = 0
     # This record's own id, made once: what makes writing it again harmless (the ledger).
     record_id: str = ""
+    # Routing: the key ("<provider>/<upstream model>") of the deployment that served the answer
+    # (the last one tried when none did; None when no upstream was called), how many attempts
+    # were made, and the key of each, in order (a retry on one deployment repeats its key).
+    deployment: str | None = None
+    attempts: int = 0
+    deployments_tried: tuple[str, ...] = ()

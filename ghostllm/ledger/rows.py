@@ -12,7 +12,7 @@ COLUMNS = (
     "id", "request_id", "created_at", "user_id", "api_key_id", "team_id", "endpoint", "model_id", "provider_id",
     "upstream_model", "stream", "status", "error_code", "prompt_tokens", "completion_tokens", "total_tokens",
     "cached_tokens", "reasoning_tokens", "estimated", "cost_nano_usd", "cost", "latency_ms", "ttft_ms",
-    "ip_address", "user_agent",
+    "ip_address", "user_agent", "deployment", "attempts", "deployments_tried",
 )  # fmt: skip
 _PLACEHOLDERS = "(" + ", ".join("?" * len(COLUMNS)) + ")"
 
@@ -43,10 +43,18 @@ def row(r: UsageRecord) -> tuple[Any, ...]:
         text(r.model), text(r.provider or ""), text(r.upstream_model or ""), r.stream, r.status, r.error_code,
         r.prompt_tokens, r.completion_tokens, r.total_tokens, r.cached_tokens, r.reasoning_tokens, r.estimated,
         r.cost_nano_usd, r.cost_nano_usd / NANO_PER_USD, r.latency_ms, r.ttft_ms, text(r.client_ip),
-        text(r.user_agent),
+        text(r.user_agent), r.deployment and text(r.deployment), r.attempts,
+        text(",".join(r.deployments_tried)) if r.deployments_tried else None,
     )  # fmt: skip
 
 
 # Run once per row of a batch (Store.execute_many: prepared once, one transaction); a row
 # already there (a batch written again) is skipped.
 INSERT = f"INSERT INTO usage_logs ({', '.join(COLUMNS)}) VALUES {_PLACEHOLDERS} ON CONFLICT (id) DO NOTHING"
+
+
+def current(spooled: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A row spooled by an earlier version, which had fewer columns: columns are only ever
+    added at the end, nullable, so the missing ones are NULL."""
+    missing = len(COLUMNS) - len(spooled)
+    return spooled + (None,) * missing if missing > 0 else spooled

@@ -155,7 +155,7 @@ class Ledger:
         self._spooled = self.spool.count() > 0
 
     async def _replay_file(self, path: Path) -> bool:
-        found = self.spool.read(path)
+        found = [rows.current(r) for r in self.spool.read(path)]
         for start in range(0, len(found), self.batch_rows):
             chunk = found[start : start + self.batch_rows]
             if not await self._write(chunk) and not await self._isolate(chunk):

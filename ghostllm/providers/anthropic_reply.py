@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from ghostllm.errors import GhostError, ProviderError, ServiceUnavailable
+from ghostllm.errors import GhostError, ServiceUnavailable, UnusableAnswer
 from ghostllm.protocol.usage import Usage, count, count_or_none, usage_to_openai
 from ghostllm.providers.base import Json, Reply
 from ghostllm.providers.openai import malformed, upstream_message, upstream_status_error
@@ -65,7 +65,7 @@ def completion(provider: str, raw: bytes) -> Reply:
     try:
         msg = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raise ProviderError(f"provider {provider} returned a body that is not JSON: {raw[:200]!r}") from None
+        raise UnusableAnswer(f"provider {provider} returned a body that is not JSON: {raw[:200]!r}") from None
     # Not json_object(): a body that is JSON but not an object is reported as this, not as "unexpected JSON".
     if not isinstance(msg, dict) or not isinstance(msg.get("content"), list):
         raise malformed(provider, "no content list")

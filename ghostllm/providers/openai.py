@@ -22,6 +22,7 @@ from ghostllm.errors import (
     ProviderError,
     RateLimited,
     ServiceUnavailable,
+    UnusableAnswer,
     UpstreamTimeout,
 )
 from ghostllm.protocol.endpoints import Endpoint
@@ -80,7 +81,7 @@ def upstream_status_error(provider: str, status: int, raw: bytes, headers: Mappi
 
 def malformed(provider: str, what: str) -> ProviderError:
     """An answer that parsed but lacks what we rely on: every translator's wording for it."""
-    return ProviderError(f"provider {provider} returned a malformed answer: {what}")
+    return UnusableAnswer(f"provider {provider} returned a malformed answer: {what}")
 
 
 def _is_int(v: Any) -> bool:
@@ -127,9 +128,9 @@ def json_object(provider: str, raw: bytes) -> Json:
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raise ProviderError(f"provider {provider} returned a body that is not JSON: {raw[:200]!r}") from None
+        raise UnusableAnswer(f"provider {provider} returned a body that is not JSON: {raw[:200]!r}") from None
     if not isinstance(data, dict):
-        raise ProviderError(f"provider {provider} returned unexpected JSON")
+        raise UnusableAnswer(f"provider {provider} returned unexpected JSON")
     return data
 
 

@@ -10,7 +10,7 @@ from typing import NoReturn
 import aiohttp
 
 from ghostllm.config import ProviderConfig
-from ghostllm.errors import GhostError, ProviderError, UpstreamTimeout
+from ghostllm.errors import GhostError, ProviderError, UnusableAnswer, UpstreamTimeout
 from ghostllm.providers.base import Call
 
 # An upstream's error answer is read this far: enough for any message, never a reason to buffer.
@@ -81,7 +81,7 @@ class HTTPTransport:
         raise exc
 
     def _too_large(self) -> ProviderError:
-        return ProviderError(f"provider {self.id} answered more than the {self.max_response_bytes}-byte limit")
+        return UnusableAnswer(f"provider {self.id} answered more than the {self.max_response_bytes}-byte limit")
 
     async def _read(self, resp: aiohttp.ClientResponse, limit: int) -> bytes:
         """The body, read no further than `limit` bytes (an answer over it is refused unread)."""

@@ -1,10 +1,10 @@
 """The model catalogue: public model ids (what clients send) and the deployment serving each.
 
-A deployment is a provider plus the name its upstream knows the model by (the
-routing issue gives a model several). Models come from the config merged with the
-store's (routing/merge.py), plus what providers with `discover_models` list; discovery
-runs once, in the supervisor, and every worker loads the same result, so all of them
-answer /v1/models the same (also in the same order, with the same `created`).
+A deployment is a provider plus the name its upstream knows the model by, with its own
+weight and prices; a model has one or more (routing/router.py picks among them). Models
+come from the config merged with the store's (routing/merge.py), plus what providers with
+`discover_models` list; discovery runs once, in the supervisor, and every worker loads the
+same result, so all of them answer /v1/models the same (also in the same order, with the same `created`).
 
 A worker keeps one Catalogue object for its whole life (the pipeline's ResolveModel and
 the model and health services hold it); a reload builds a new one and `replace`s the old
@@ -17,9 +17,9 @@ import asyncio
 import logging
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from ghostllm.config import Capability, Config, ModelConfig
+from ghostllm.config import Capability, Config, DeploymentConfig, ModelConfig
 from ghostllm.errors import GhostError, InvalidRequest, ModelNotFound
 from ghostllm.providers.base import Provider
 
@@ -29,23 +29,50 @@ log = logging.getLogger(__name__)
 DISCOVERED_CAPABILITIES = ("chat", "streaming", "functions", "completions", "embeddings")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Deployment:
     provider: Provider
     upstream_model: str
+    # "<provider id>/<upstream model>": what routing stats, the x-ghostllm-deployment header and
+    # usage records name it by (stable across catalogue reloads).
+    key: str = ""
+    weight: float = 1.0
+    # The model's entry with this deployment's own prices over the model's (what cost uses).
+    prices: ModelConfig | None = None
+    # Input plus output price per 1M tokens: what lowest-cost orders by.
+    cost_rank: float = 0.0
+
+
+def deployment(provider: Provider, model: ModelConfig, d: DeploymentConfig) -> Deployment:
+    prices = model
+    if d.input_price_per_1m is not None or d.output_price_per_1m is not None:
+        prices = replace(
+            model,
+            input_price_per_1m=model.input_price_per_1m if d.input_price_per_1m is None else d.input_price_per_1m,
+            output_price_per_1m=model.output_price_per_1m if d.output_price_per_1m is None else d.output_price_per_1m,
+        )
+    key = f"{provider.id}/{d.upstream_model}"
+    return Deployment(
+        provider, d.upstream_model, key, d.weight, prices, prices.input_price_per_1m + prices.output_price_per_1m
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class Model:
-    """A public model: its catalogue entry and the deployment that serves it."""
+    """A public model: its catalogue entry and the deployments that serve it (at least one)."""
 
     config: ModelConfig
     capabilities: frozenset[Capability]
-    deployment: Deployment
+    deployments: tuple[Deployment, ...]
 
     @property
     def id(self) -> str:
         return self.config.id
+
+    @property
+    def deployment(self) -> Deployment:
+        """The first deployment (the primary, in priority order)."""
+        return self.deployments[0]
 
 
 def created_at(config: Config) -> int:
@@ -63,19 +90,17 @@ class Catalogue:
         self.created = created_at(config)
         self._models: dict[str, Model] = {}
         for m in config.models:
-            self._add(m, providers[m.provider])
+            self._add(m, providers)
         for provider_id, names in sorted((discovered or {}).items()):
             for name in sorted(names):
                 if name not in self._models and provider_id in providers:
                     self._add(
-                        ModelConfig(id=name, provider=provider_id, capabilities=DISCOVERED_CAPABILITIES),
-                        providers[provider_id],
+                        ModelConfig(id=name, provider=provider_id, capabilities=DISCOVERED_CAPABILITIES), providers
                     )
 
-    def _add(self, m: ModelConfig, provider: Provider) -> None:
-        self._models[m.id] = Model(
-            m, frozenset(Capability(c) for c in m.capabilities), Deployment(provider, m.upstream)
-        )
+    def _add(self, m: ModelConfig, providers: Mapping[str, Provider]) -> None:
+        targets = tuple(deployment(providers[d.provider], m, d) for d in m.targets)
+        self._models[m.id] = Model(m, frozenset(Capability(c) for c in m.capabilities), targets)
 
     def replace(self, other: Catalogue) -> None:
         """Take `other`'s entries: one assignment, so no caller ever sees half of each. A
@@ -85,6 +110,9 @@ class Catalogue:
     @property
     def models(self) -> list[Model]:
         return list(self._models.values())
+
+    def get(self, model: str) -> Model | None:
+        return self._models.get(model)
 
     def resolve(self, model: str, capability: Capability | None = None) -> Model:
         """The public model `model`, which must offer `capability` when given."""

@@ -68,7 +68,7 @@ def _diff(old: Mapping[str, object], new: Mapping[str, object]) -> tuple[tuple[s
 
 def _entry(m: Model) -> tuple[object, ...]:
     # The provider by identity: a rebuilt provider changes every model it serves.
-    return (m.config, m.capabilities, id(m.deployment.provider), m.deployment.upstream_model)
+    return (m.config, m.capabilities, tuple((id(d.provider), d.upstream_model) for d in m.deployments))
 
 
 class LiveCatalogue:

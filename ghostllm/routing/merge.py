@@ -104,8 +104,23 @@ def merge(config: Config, providers: Iterable[StoredProvider], models: Iterable[
 
     served: list[ModelConfig] = []
     for m in entries.values():
-        if m.provider in merged:
-            served.append(m)
-        elif m.provider not in disabled:  # a disabled provider's models go quietly: that is what disabling means
-            warnings.append(f"model {m.id}: provider {m.provider!r} is in neither the config nor the store; left out")
+        if not m.deployments:
+            if m.provider in merged:
+                served.append(m)
+            elif m.provider not in disabled:  # a disabled provider's models go quietly: that is what disabling means
+                warnings.append(
+                    f"model {m.id}: provider {m.provider!r} is in neither the config nor the store; left out"
+                )
+            continue
+        # A config model with several deployments keeps those whose provider is still there.
+        kept = tuple(d for d in m.deployments if d.provider in merged)
+        for d in m.deployments:
+            if d.provider not in merged and d.provider not in disabled:
+                warnings.append(f"model {m.id}: provider {d.provider!r} is in neither the config nor the store")
+        if kept:
+            served.append(
+                m if len(kept) == len(m.deployments) else replace(m, provider=kept[0].provider, deployments=kept)
+            )
+        else:
+            warnings.append(f"model {m.id}: none of its deployments' providers is served; left out")
     return Merged(tuple(merged.values()), tuple(served), tuple(warnings))

@@ -40,6 +40,7 @@ from ghostllm.limits.limiter import make_limiter
 from ghostllm.providers.base import Provider
 from ghostllm.providers.factory import make_provider, stream_silence_s, stream_total_s
 from ghostllm.routing.live import LiveCatalogue, retire_delay
+from ghostllm.routing.router import Router
 from ghostllm.server.catalogue_sync import CatalogueSync
 from ghostllm.server.memory import ReleaseMemory
 from ghostllm.store import make_store
@@ -113,6 +114,8 @@ class Worker:
         # The config's providers and models now; the store's merged in by catalogue_sync, in place.
         self.live = LiveCatalogue(config, build, discovered, retire_after_s=retire_delay(config))
         self.providers, self.catalogue = self.live.providers, self.live.catalogue
+        # Deployment choice, retries and circuit breaking; its snapshot() serves /status.
+        self.router = Router(self.catalogue, config.routing)
         self.sinks: list[Sink] = [ReleaseMemory()]
         if config.server.access_log != "off":
             self.access_log: AccessLog | None = AccessLog(config.server.access_log)
@@ -142,7 +145,7 @@ class Worker:
         rate = Limits(self.limiter)
         self.sinks.append(rate.settle)
         stages: list[Stage] = [
-            Authenticate(self.authenticator), decode_body, authorize, ResolveModel(self.catalogue), rate
+            Authenticate(self.authenticator), decode_body, authorize, ResolveModel(self.catalogue, self.router), rate
         ]  # fmt: skip
         self.pipeline = Pipeline(stages, self.sinks)
 
@@ -171,6 +174,9 @@ class Worker:
         if s.add_insecure_port(self.address) == 0:
             raise OSError(f"cannot bind worker port {self.address}")
         await self.live.start()
+        # Provider health in the background from now on (GET /health only reads it).
+        routing = self.config.routing
+        self.live.health.start(routing.health_check_interval_s, routing.health_check_timeout_s)
         await self.store.open()
         # Before serving: a (re)started worker answers with the store's models from its first call.
         await self.catalogue_sync.start()
@@ -214,6 +220,7 @@ class Worker:
             if self.ledger is not None:
                 await self.ledger.close(timeout_s=TEARDOWN_S / 2)
             async with asyncio.timeout_at(end):
+                await self.live.health.stop()
                 await self.catalogue_sync.stop()
                 await self.live.close()
                 await self.last_used.stop()

@@ -55,6 +55,9 @@ def case_environment(tmp: Path, cases: list[Case]) -> Iterator[CaseEnvironment]:
                 listings[case["provider"]] = case
         config = {
             "server": server_config(tmp, 1, shutdown_grace_s=5),
+            # One call, one upstream request: the matrix judges translation, not the retry policy
+            # (an upstream error retried would be sent twice), nor the background health checks.
+            "routing": {"retries": 0, "health_check_interval_s": 3600},
             "providers": [
                 {
                     "id": p,
@@ -157,6 +160,9 @@ def matrix_environment(tmp: Path, providers: tuple[str, ...] = ("openai", *EMULA
                 missing[p] = f"emulator did not start ({err}): {log[-1].read_text()[-500:] if log else ''}"
         config = {
             "server": server_config(tmp, 1, shutdown_grace_s=5),
+            # One call, one upstream request: the matrix judges translation, not the retry policy
+            # (an upstream error retried would be sent twice), nor the background health checks.
+            "routing": {"retries": 0, "health_check_interval_s": 3600},
             "providers": [_provider(p, u) for p, u in upstreams.items()],
             "models": [m for p in upstreams for m in _models(p)],
         }

@@ -178,6 +178,9 @@ def stack_config(upstream_port: int, tmp: Path, *, workers: int = 2, **server: A
     all_caps = ["chat", "streaming", "functions", "vision", "completions", "embeddings"]
     return {
         "server": server_config(tmp, workers, **{"shutdown_grace_s": 20, **server}),
+        # Provider health is checked before the workers serve and when a reload adds a provider;
+        # background rounds in between would land in the upstream request counts tests compare.
+        "routing": {"health_check_interval_s": 3600},
         "providers": [
             {"id": "dev", "type": "openai", "base_url": base_url, "api_key_env": "GHOSTLLM_TEST_UPSTREAM_KEY"},
             {"id": "dev-short", "type": "openai", "base_url": base_url, "timeout_s": 1.0},

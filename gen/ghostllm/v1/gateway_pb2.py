@@ -26,7 +26,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19ghostllm/v1/gateway.proto\x12\x0bghostllm.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\"\x0f\n\rHealthRequest2]\n\x0eGatewayService\x12K\n\x06Health\x12\x1a.ghostllm.v1.HealthRequest\x1a\x14.google.api.HttpBody\"\x0f\x82\xd3\xe4\x93\x02\t\x12\x07/healthb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19ghostllm/v1/gateway.proto\x12\x0bghostllm.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\"\x0f\n\rHealthRequest\"\x0f\n\rStatusRequest2\xaa\x01\n\x0eGatewayService\x12K\n\x06Health\x12\x1a.ghostllm.v1.HealthRequest\x1a\x14.google.api.HttpBody\"\x0f\x82\xd3\xe4\x93\x02\t\x12\x07/health\x12K\n\x06Status\x12\x1a.ghostllm.v1.StatusRequest\x1a\x14.google.api.HttpBody\"\x0f\x82\xd3\xe4\x93\x02\t\x12\x07/statusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,8 +35,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GATEWAYSERVICE'].methods_by_name['Health']._loaded_options = None
   _globals['_GATEWAYSERVICE'].methods_by_name['Health']._serialized_options = b'\202\323\344\223\002\t\022\007/health'
+  _globals['_GATEWAYSERVICE'].methods_by_name['Status']._loaded_options = None
+  _globals['_GATEWAYSERVICE'].methods_by_name['Status']._serialized_options = b'\202\323\344\223\002\t\022\007/status'
   _globals['_HEALTHREQUEST']._serialized_start=99
   _globals['_HEALTHREQUEST']._serialized_end=114
-  _globals['_GATEWAYSERVICE']._serialized_start=116
-  _globals['_GATEWAYSERVICE']._serialized_end=209
+  _globals['_STATUSREQUEST']._serialized_start=116
+  _globals['_STATUSREQUEST']._serialized_end=131
+  _globals['_GATEWAYSERVICE']._serialized_start=134
+  _globals['_GATEWAYSERVICE']._serialized_end=304
 # @@protoc_insertion_point(module_scope)

@@ -40,14 +40,30 @@ class GatewayServiceStub:
                 request_serializer=ghostllm_dot_v1_dot_gateway__pb2.HealthRequest.SerializeToString,
                 response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
                 _registered_method=True)
+        self.Status = channel.unary_unary(
+                '/ghostllm.v1.GatewayService/Status',
+                request_serializer=ghostllm_dot_v1_dot_gateway__pb2.StatusRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Health(self, request, context):
-        """JSON: {"status", "version", "service", "timestamp", "providers": [...]};
-        HTTP 503 when no provider answers.
+        """Open. JSON: {"status", "version", "service", "timestamp", "models_count",
+        "models_available", "providers": [...]}; status "healthy" while every model
+        has a healthy provider, "degraded" (still 200) when some have none, and
+        "unhealthy" with HTTP 503 when no model can be served.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Status(self, request, context):
+        """The admin or viewer role. JSON: {"status", "health", "version", "uptime_seconds",
+        "worker", "providers": [...], "models": [...], "routing"}; one worker's view
+        (each answer names its pid).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -59,6 +75,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
             'Health': grpc.unary_unary_rpc_method_handler(
                     servicer.Health,
                     request_deserializer=ghostllm_dot_v1_dot_gateway__pb2.HealthRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'Status': grpc.unary_unary_rpc_method_handler(
+                    servicer.Status,
+                    request_deserializer=ghostllm_dot_v1_dot_gateway__pb2.StatusRequest.FromString,
                     response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
             ),
     }
@@ -88,6 +109,33 @@ class GatewayService:
             target,
             '/ghostllm.v1.GatewayService/Health',
             ghostllm_dot_v1_dot_gateway__pb2.HealthRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Status(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ghostllm.v1.GatewayService/Status',
+            ghostllm_dot_v1_dot_gateway__pb2.StatusRequest.SerializeToString,
             google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
             options,
             channel_credentials,

@@ -77,7 +77,7 @@ def test_oversize_body_is_413(stack: Stack) -> None:
     ("model", "status", "exc_type"),
     [
         ("error-500", 502, openai.InternalServerError),
-        ("error-503", 502, openai.InternalServerError),
+        ("error-503", 503, openai.InternalServerError),
         ("error-401", 502, openai.InternalServerError),  # the upstream's credentials, not the client's
         ("error-400", 400, openai.BadRequestError),
         ("error-429", 429, openai.RateLimitError),
