@@ -177,7 +177,6 @@ class GatewayService(gateway_pb2_grpc.GatewayServiceServicer):
                 }
                 for m in models
             ],
-            # ROUTING: the Router's snapshot (per deployment: in-flight, latency EWMA, circuit state)
-            # once the routing issue lands and services.py passes it; null until then.
+            # The Router's snapshot: per deployment, in-flight, latency EWMA, circuit state.
             "routing": self.router.snapshot() if self.router is not None else None,
         }

@@ -33,6 +33,7 @@ from ghostllm.config import Config
 from ghostllm.gateway.pipeline import Pipeline
 from ghostllm.routing.catalogue import Catalogue
 from ghostllm.routing.health import ProviderHealth
+from ghostllm.routing.router import Router
 from ghostllm.v1 import (
     admin_pb2,
     auth_pb2,
@@ -63,6 +64,8 @@ class Deps:
     changed: Callable[[str], Awaitable[None]]
     # For what the admin API needs from it (where the key that encrypts provider keys is).
     config: Config
+    # Per-deployment routing state, for GET /status (None: not shown).
+    router: Router | None = None
 
 
 @dataclass(frozen=True)
@@ -110,8 +113,7 @@ SERVICES: tuple[Service, ...] = (
     ),
     Service(
         _service(gateway_pb2.DESCRIPTOR, "GatewayService"),
-        # ROUTING: pass router=d.router (its snapshot() shows in /status) once Deps carries the Router.
-        lambda d: GatewayService(d.pipeline, d.catalogue, d.health),
+        lambda d: GatewayService(d.pipeline, d.catalogue, d.health, router=d.router),
         public=True,
         rest=True,
     ),

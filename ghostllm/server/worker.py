@@ -196,6 +196,7 @@ class Worker:
             self.signer,
             self.changed,
             self.config,
+            self.router,
         )
         register(s, deps)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, s)

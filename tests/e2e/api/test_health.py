@@ -131,8 +131,9 @@ def test_status_shows_the_answering_workers_state(stack: Stack) -> None:
     ]
     assert models["unreachable"]["available"] is False
     assert models["gpt-test"]["deployments"][0]["upstream_model"] == "dev-echo"
-    # The router's per-deployment stats have their place; null until routing provides them.
-    assert "routing" in body
+    # The router's per-deployment state, as this worker sees it.
+    routing = body["routing"]["dev/dev-echo"]
+    assert routing["circuit"] == "closed" and routing["in_flight"] == 0 and "dev-echo" in routing["models"]
 
 
 def test_status_needs_the_admin_or_viewer_role(stack: Stack) -> None:
