@@ -19,16 +19,20 @@ from ghostllm.store import Store
 COLUMNS = {"API key": "api_key_id", "user": "user_id", "team": "team_id"}
 
 
+async def _spent(store: Store, column: str, ids: Sequence[str], since: datetime | None) -> dict[str, int]:
+    """Nano-USD by id since `since` (None: ever): one query, one index range scan per id."""
+    marks = ", ".join("?" * len(ids))
+    sql = f"SELECT {column}, SUM(cost_nano_usd) FROM usage_logs WHERE {column} IN ({marks})"
+    params: tuple[str, ...] = tuple(ids)
+    if since is not None:
+        sql += " AND created_at >= ?"
+        params += (stamp(since.timestamp()),)
+    return {str(id_): int(total or 0) for id_, total in await store.fetch_all(sql + f" GROUP BY {column}", params)}
+
+
 def spent_reader(store: Store) -> Callable[[str, str, datetime | None], Awaitable[int]]:
     async def spent(kind: str, id_: str, since: datetime | None) -> int:
-        column = COLUMNS[kind]
-        sql = f"SELECT COALESCE(SUM(cost_nano_usd), 0) FROM usage_logs WHERE {column} = ?"
-        params: tuple[str, ...] = (id_,)
-        if since is not None:
-            sql += " AND created_at >= ?"
-            params += (stamp(since.timestamp()),)
-        rows = await store.fetch_all(sql, params)
-        return int(rows[0][0]) if rows else 0
+        return (await _spent(store, COLUMNS[kind], [id_], since)).get(id_, 0)
 
     return spent
 
@@ -55,13 +59,5 @@ async def with_current_spend(store: Store, kind: str, records: Sequence[R]) -> l
         by_period[r.budget_period].append(r.id)
     spent: dict[str, int] = {}
     for period, ids in by_period.items():
-        since = period_at(period, now).since
-        marks = ", ".join("?" * len(ids))
-        sql = f"SELECT {column}, SUM(cost_nano_usd) FROM usage_logs WHERE {column} IN ({marks})"
-        params: tuple[str, ...] = tuple(ids)
-        if since is not None:
-            sql += " AND created_at >= ?"
-            params += (stamp(since.timestamp()),)
-        for id_, total in await store.fetch_all(sql + f" GROUP BY {column}", params):
-            spent[str(id_)] = int(total or 0)
+        spent |= await _spent(store, column, ids, period_at(period, now).since)
     return [dataclasses.replace(r, current_spend=spent.get(r.id, 0) / NANO_PER_USD) for r in records]  # type: ignore[type-var]

@@ -23,7 +23,6 @@ deployments' providers is healthy.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -31,10 +30,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from ghostllm.background import pause, stop_task
 from ghostllm.providers.base import Provider
 from ghostllm.routing.catalogue import Deployment, Model
 
 log = logging.getLogger(__name__)
+# How long stopping waits for a round in flight.
+STOP_S = 2.0
 
 HealthStatus = Literal["healthy", "degraded", "unhealthy"]
 DEFAULT_INTERVAL_S = 15.0
@@ -171,10 +173,7 @@ class ProviderHealth:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_task(task, STOP_S)
 
     async def settled(self, timeout_s: float) -> bool:
         """Wait (at most `timeout_s`) until every provider there is now has a result."""
@@ -186,7 +185,8 @@ class ProviderHealth:
 
         async with self._round:
             try:
-                await asyncio.wait_for(self._round.wait_for(done), timeout_s)
+                async with asyncio.timeout(timeout_s):
+                    await self._round.wait_for(done)
             except TimeoutError:
                 return False
         return True
@@ -208,8 +208,7 @@ class ProviderHealth:
                 log.exception("provider health check round failed")
             async with self._round:
                 self._round.notify_all()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(0.0, next_full - time.monotonic()))
+            await pause(self._wake, max(0.0, next_full - time.monotonic()))
 
     async def _check(self, providers: Mapping[str, Provider]) -> None:
         if not providers:
@@ -235,7 +234,8 @@ class ProviderHealth:
         started = time.monotonic()
         error = ""
         try:
-            healthy = await asyncio.wait_for(provider.health(), self.timeout_s)
+            async with asyncio.timeout(self.timeout_s):
+                healthy = await provider.health()
             if not healthy:
                 error = "the health check failed"
         except TimeoutError:
