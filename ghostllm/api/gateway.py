@@ -30,7 +30,7 @@ from ghostllm.gateway.context import RequestContext
 from ghostllm.gateway.pipeline import Pipeline
 from ghostllm.protocol.endpoints import Endpoint
 from ghostllm.routing.catalogue import Catalogue, Model
-from ghostllm.routing.health import Check, ProviderHealth, model_deployments, model_providers, verdict
+from ghostllm.routing.health import Check, ProviderHealth, model_providers, verdict
 from ghostllm.v1 import gateway_pb2, gateway_pb2_grpc
 
 VERSION = version("ghostllm")
@@ -167,12 +167,12 @@ class GatewayService(gateway_pb2_grpc.GatewayServiceServicer):
                     "deployments": [
                         {
                             # What the router's stats and x-ghostllm-deployment name it by.
-                            "key": getattr(d, "key", "") or f"{d.provider.id}/{d.upstream_model}",
+                            "key": d.key,
                             "provider": d.provider.id,
                             "upstream_model": d.upstream_model,
                             "healthy": healthy.get(d.provider.id, False),
                         }
-                        for d in model_deployments(m)
+                        for d in m.deployments
                     ],
                 }
                 for m in models

@@ -32,7 +32,7 @@ from typing import Literal
 
 from ghostllm.background import pause, stop_task
 from ghostllm.providers.base import Provider
-from ghostllm.routing.catalogue import Deployment, Model
+from ghostllm.routing.catalogue import Model
 
 log = logging.getLogger(__name__)
 # How long stopping waits for a round in flight.
@@ -65,15 +65,9 @@ class Verdict:
     unavailable: tuple[str, ...]
 
 
-def model_deployments(model: Model) -> tuple[Deployment, ...]:
-    """The deployments that serve `model`: the multi-deployment form (`Model.deployments`,
-    the routing issue's) when the catalogue has it, else today's one (`Model.deployment`)."""
-    return tuple(getattr(model, "deployments", None) or (model.deployment,))
-
-
 def model_providers(model: Model) -> tuple[Provider, ...]:
     """The providers that can serve `model`: one per deployment."""
-    return tuple(d.provider for d in model_deployments(model))
+    return tuple(d.provider for d in model.deployments)
 
 
 def verdict(models: Iterable[Model], healthy: Mapping[str, bool]) -> Verdict:
