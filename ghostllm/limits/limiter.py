@@ -188,10 +188,9 @@ def make_limiter(config: Config, spent: Spent | None = None) -> Limiter:
     slot_ttl_ms = int(1000 * (c.slot_ttl_s or config.server.request_timeout_s + 60))
     backend: Backend
     if config.redis.url:
-        from ghostllm.limits.redis_backend import RedisBackend, connect
+        from ghostllm.limits.redis_backend import RedisBackend
 
-        backend = RedisBackend(connect(config.redis.url, c.redis_timeout_s), config.redis.prefix, c.redis_timeout_s,
-                               slot_ttl_ms)  # fmt: skip
+        backend = RedisBackend(config.redis.url, config.redis.prefix, c.redis_timeout_s, slot_ttl_ms)
     else:
         backend = MemoryBackend(slot_ttl_ms)
     return Limiter(c, backend, spent or _nothing_spent)

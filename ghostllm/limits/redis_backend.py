@@ -2,12 +2,13 @@
 (atomic, so exact across every worker and replica), another settles it. The scripts are
 called by SHA and loaded only when Redis says NOSCRIPT (first use, or a restarted Redis).
 
-Every call made in one event-loop tick goes out as one pipeline: one round trip for the
-lot; settles, which nobody waits for, wait up to 10 ms to join the next check's (unless
-they free a parallel slot: a client's next request may reach another worker). Each
-round trip has a short deadline; a Redis that fails or is slow raises LimitsUnavailable,
-and for a second after that no call is tried (the limiter's on_redis_error decides what
-the request gets), so an outage costs no request more than one deadline.
+Every call made in one event-loop tick goes out as one write on one pipelined connection
+(limits/resp.py): one round trip for the lot; settles, which nobody waits for, wait up to
+10 ms to join the next check's (unless they free a parallel slot: a client's next request
+may reach another worker). Each call has a short deadline; a Redis that fails or is slow
+raises LimitsUnavailable, and for a second after that no call is tried (the limiter's
+on_redis_error decides what the request gets), so an outage costs no request more than one
+deadline.
 
 Keys, under redis.prefix: `limits:<level>:<id>` a hash {w: window start ms, r: requests,
 t: tokens} that expires with its window; `limits:<level>:<id>:slots` a sorted set of the
@@ -22,17 +23,18 @@ import asyncio
 import hashlib
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
+
+import hiredis
 
 from ghostllm.limits.core import PARALLEL_RETRY_MS, WINDOW_MS, Level, LimitsUnavailable, Verdict
-
-if TYPE_CHECKING:
-    from redis.asyncio import Redis
+from ghostllm.limits.resp import Arg, Endpoint, RespConnection, RespError
 
 log = logging.getLogger(__name__)
 
-# Few arguments on purpose: redis-py packs each one in Python, and that, not Redis, is most
-# of what a check costs the worker. So KEYS are only each level's base key; its slots
+# Few arguments on purpose: each is packed in Python, and that, not Redis, is much of what
+# a check costs the worker. So KEYS are only each level's base key; its slots
 # (<base>:slots) and its spend counter (<base>:spend:<period>) are derived here (every key
 # of a request is in one script anyway, so this is no less cluster-friendly than before).
 # Each level's limits come as one argument, Level.spec: "rpm tpm parallel budget period".
@@ -149,35 +151,44 @@ SCRIPTS = {
     name: (text, hashlib.sha1(text.encode()).hexdigest())
     for name, text in (("admit", ADMIT), ("settle", SETTLE), ("seed", SEED))
 }
+LOAD_SCRIPTS: list[list[Arg]] = [["SCRIPT", "LOAD", text] for text, _ in SCRIPTS.values()]
 # A settle waits at most this long for a check to share its round trip.
 SETTLE_DELAY_S = 0.01
 # After a failed call, how long no call is tried.
 BACKOFF_S = 1.0
+# Connecting at start-up may take this long (a request's own connect: its deadline).
+START_TIMEOUT_S = 2.0
 
 
-def connect(url: str, timeout_s: float) -> Redis:
-    from redis.asyncio import Redis
-    from redis.asyncio.retry import Retry
-    from redis.backoff import NoBackoff
+class _Call:
+    """One script call: its command, and the future awaiting its reply (None: a settle)."""
 
-    # No retries: the deadline is the whole budget, and a retry would double it.
-    return Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0))
+    __slots__ = ("args", "future")
+
+    def __init__(self, script: str, keys: list[str], argv: list[Arg], future: asyncio.Future[Any] | None) -> None:
+        self.args: list[Arg] = ["EVALSHA", SCRIPTS[script][1], len(keys), *keys, *argv]
+        self.future = future
 
 
-# One queued call: script name, KEYS, ARGV, and the future awaiting its reply (None: a settle).
-_Call = tuple[str, list[str], list[str | int], "asyncio.Future[list[int]] | None"]
+def _ignore(reply: Any) -> None:
+    pass
 
 
 class RedisBackend:
-    def __init__(self, redis: Redis, prefix: str, timeout_s: float, slot_ttl_ms: int) -> None:
-        self.redis = redis
+    def __init__(self, url: str, prefix: str, timeout_s: float, slot_ttl_ms: int) -> None:
+        self.endpoint = Endpoint.of_url(url)
         self.prefix = f"{prefix}limits:"
         self.timeout_s = timeout_s
         self.slot_ttl_ms = slot_ttl_ms
+        self._conn: RespConnection | None = None
+        self._connecting: asyncio.Task[None] | None = None
         self._queue: list[_Call] = []
+        # Calls made while (re)connecting, written once connected.
+        self._unsent: list[_Call] = []
+        # Calls Redis answered NOSCRIPT (it lost the scripts): sent again after loading them.
+        self._reload: list[_Call] = []
         self._soon: asyncio.Handle | None = None
         self._later: asyncio.TimerHandle | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
         self._down_until = 0.0
         # Round trips made, and calls they carried (the bench and tests read them).
         self.round_trips = 0
@@ -190,10 +201,10 @@ class RedisBackend:
     async def admit(self, levels: tuple[Level, ...], estimate: int, slot: str) -> Verdict:
         if time.monotonic() < self._down_until:
             raise LimitsUnavailable("Redis failed less than a second ago")
-        args: list[str | int] = [estimate, slot, WINDOW_MS, self.slot_ttl_ms, PARALLEL_RETRY_MS]
+        args: list[Arg] = [estimate, slot, WINDOW_MS, self.slot_ttl_ms, PARALLEL_RETRY_MS]
         args += [lv.spec for lv in levels]
         future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
-        self._enqueue(("admit", self._keys(levels), args, future))
+        self._enqueue(_Call("admit", self._keys(levels), args, future))
         try:
             reply = await future
         except asyncio.CancelledError:
@@ -216,23 +227,23 @@ class RedisBackend:
             # The slots lapse by their TTL, the estimate with its window; the cost reaches the
             # spend counter when the counter is next read from the ledger.
             return
-        args: list[str | int] = [slot, delta, cost_nano, *windows]
+        args: list[Arg] = [slot, delta, cost_nano, *windows]
         args += [lv.spec for lv in levels]
         # Freeing a parallel slot cannot wait: the client's next request may reach another worker.
-        self._enqueue(("settle", self._keys(levels), args, None), soon=any(lv.parallel for lv in levels))
+        self._enqueue(_Call("settle", self._keys(levels), args, None), soon=any(lv.parallel for lv in levels))
 
     async def seed(self, level: Level, spent_nano: int) -> None:
         assert level.period is not None
         if time.monotonic() < self._down_until:
             raise LimitsUnavailable("Redis failed less than a second ago")
         future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
-        args: list[str | int] = [spent_nano, level.period.expires_ms()]
-        self._enqueue(("seed", [self.prefix + level.spend_key], args, future))
+        args: list[Arg] = [spent_nano, level.period.expires_ms()]
+        self._enqueue(_Call("seed", [self.prefix + level.spend_key], args, future))
         await future
 
     def _enqueue(self, call: _Call, *, soon: bool = False) -> None:
         self._queue.append(call)
-        if call[3] is None and not soon:
+        if call.future is None and not soon:
             # A settle: nobody waits for it, so it rides with the next check (of this or a later
             # tick) or goes on its own SETTLE_DELAY_S later: under load, no round trip of its own.
             if self._soon is None and self._later is None:
@@ -249,68 +260,91 @@ class RedisBackend:
         if not self._queue:
             return
         batch, self._queue = self._queue, []
-        task = asyncio.get_running_loop().create_task(self._send(batch))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _send(self, batch: list[_Call]) -> None:
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                replies = await self._execute(batch)
-        except Exception as exc:  # RedisError, OSError, TimeoutError: all mean "not now"
-            self._down_until = time.monotonic() + BACKOFF_S
-            failure = LimitsUnavailable(f"Redis: {type(exc).__name__}: {exc}")
-            for *_, future in batch:
-                if future is not None and not future.done():
-                    future.set_exception(failure)
+        conn = self._conn
+        if conn is None or conn.closed:
+            self._unsent += batch
+            if self._connecting is None:
+                self._connecting = asyncio.get_running_loop().create_task(self._connect(self.timeout_s))
             return
-        for (*_, future), reply in zip(batch, replies, strict=True):
-            if future is None or future.done():
-                continue
-            if isinstance(reply, Exception):
-                future.set_exception(LimitsUnavailable(f"Redis: {reply}"))
-            else:
-                future.set_result(reply)
+        self._write(conn, batch)
 
-    async def _execute(self, batch: list[_Call]) -> list[Any]:
-        from redis.exceptions import NoScriptError
-
-        replies = await self._pipeline(batch)
-        missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
-        if missing:
-            # First use, or Redis restarted (scripts are not persisted): load both, redo those.
-            pipe = self.redis.pipeline(transaction=False)
-            for text, _ in SCRIPTS.values():
-                pipe.script_load(text)
-            await pipe.execute()
-            again = await self._pipeline([batch[i] for i in missing])
-            for i, r in zip(missing, again, strict=True):
-                replies[i] = r
-        return replies
-
-    async def _pipeline(self, batch: list[_Call]) -> list[Any]:
-        pipe = self.redis.pipeline(transaction=False)
-        for name, keys, args, _ in batch:
-            pipe.evalsha(SCRIPTS[name][1], len(keys), *keys, *args)
+    def _write(self, conn: RespConnection, batch: list[_Call], before: list[list[Arg]] | None = None) -> None:
+        commands: list[tuple[list[Arg], Callable[[Any], None]]] = [(c, _ignore) for c in before or ()]
+        commands += [(c.args, self._on_reply(c)) for c in batch]
         self.round_trips += 1
         self.calls += len(batch)
-        return list(await pipe.execute(raise_on_error=False))
+        try:
+            conn.send(commands)
+        except RespError as exc:
+            self._failed(batch, exc)
+
+    def _on_reply(self, call: _Call) -> Callable[[Any], None]:
+        def on_reply(reply: Any) -> None:
+            future = call.future
+            if isinstance(reply, RespError):
+                self._failed([call], reply)
+            elif isinstance(reply, hiredis.ReplyError):
+                if str(reply).startswith("NOSCRIPT"):
+                    # Redis lost the scripts (restarted, or SCRIPT FLUSH): load them, ask again.
+                    if not self._reload:
+                        asyncio.get_running_loop().call_soon(self._resend)
+                    self._reload.append(call)
+                elif future is not None and not future.done():
+                    future.set_exception(LimitsUnavailable(f"Redis: {reply}"))
+            elif future is not None and not future.done():
+                future.set_result(reply)
+
+        return on_reply
+
+    def _resend(self) -> None:
+        calls, self._reload = self._reload, []
+        conn = self._conn
+        if conn is None or conn.closed:
+            self._unsent += calls  # the connect in progress loads the scripts first
+            return
+        self._write(conn, calls, LOAD_SCRIPTS)
+
+    def _failed(self, calls: list[_Call], exc: Exception) -> None:
+        self._down_until = time.monotonic() + BACKOFF_S
+        failure = LimitsUnavailable(f"Redis: {type(exc).__name__}: {exc}")
+        for c in calls:
+            if c.future is not None and not c.future.done():
+                c.future.set_exception(failure)
+
+    async def _connect(self, timeout_s: float) -> None:
+        """A new connection, the scripts loaded on it first; then what waited for it."""
+        try:
+            try:
+                conn = await RespConnection.open(self.endpoint, self.timeout_s, timeout_s)
+            except (OSError, TimeoutError, RespError, hiredis.ProtocolError) as exc:
+                calls, self._unsent = self._unsent, []
+                self._failed(calls, exc)
+                if not calls:
+                    raise
+                return
+            self._conn = conn
+            calls, self._unsent = self._unsent, []
+            self._write(conn, calls, LOAD_SCRIPTS)
+        finally:
+            self._connecting = None
 
     async def start(self) -> None:
         """Connect and load the scripts before the first request, so that a request's deadline
         covers its own round trip only. A Redis that is away now is tried again per request."""
         try:
-            async with asyncio.timeout(max(self.timeout_s, 2.0)):
-                pipe = self.redis.pipeline(transaction=False)
-                for text, _ in SCRIPTS.values():
-                    pipe.script_load(text)
-                await pipe.execute()
-        except Exception as exc:  # RedisError, OSError, TimeoutError
+            connect = self._connect(max(self.timeout_s, START_TIMEOUT_S))
+            self._connecting = asyncio.get_running_loop().create_task(connect)
+            await self._connecting
+        except Exception as exc:  # OSError, TimeoutError, RespError
             log.warning("Redis is not reachable at start-up (%s: %s); rate limits will retry", type(exc).__name__, exc)
 
     async def close(self) -> None:
         self._flush()  # settles still waiting for company
-        if self._tasks:
-            # Settles already queued are worth their round trip (bounded by the deadline).
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.redis.aclose()
+        if self._connecting is not None:
+            await asyncio.gather(self._connecting, return_exceptions=True)
+        conn = self._conn
+        if conn is None:
+            return
+        # Settles already written are worth their round trip (bounded by their deadline).
+        await conn.drain()
+        conn.close()
