@@ -29,6 +29,7 @@ from bench.governance import governance
 from bench.large_bodies import large_bodies
 from bench.procs import PACED_MODEL, Stack, stack_config, start_stack
 from bench.report import ratio, section, table
+from bench.routing import routing_cost
 from bench.soak import soak
 from bench.streaming import StreamResult, run_streams
 from bench.wrk import WrkResult, run_wrk
@@ -335,6 +336,9 @@ def summary(results: dict[str, Any], cores: int) -> str:
             ("auth stages per request (cached key)", f"{au['authenticate_us'] + au['authorize_us']:.1f} us", "")
         )
         items.append(("rate limits per request (in-process)", f"{au['limits_us']:.1f} us", ""))
+    rc = results.get("routing")
+    if rc:
+        items.append(("routing per request (2 weighted deployments)", f"{rc['routing_us']:.1f} us", "<= 20 us"))
     ad = results.get("adapters")
     if ad:
         # Azure is the OpenAI format through an emulator like the others: the fair baseline.
@@ -430,6 +434,15 @@ def run(args: argparse.Namespace) -> int:
                         ["authorize", cost["authorize_us"]],
                         ["rate limits and a budget (in-process; admit + settle)", cost["limits_us"]],
                     ],
+                )
+            )
+            results["routing"] = rc = routing_cost()
+            section(
+                table(
+                    "4c. routing  (in-process, per request: the plan for a model of two weighted deployments and "
+                    'the attempt\'s bookkeeping; `model: "auto"` choosing among 11 models)',
+                    ["stage", "us per request"],
+                    [["routing (2 weighted deployments)", rc["routing_us"]], ['model "auto" (choice)', rc["auto_us"]]],
                 )
             )
             parts: list[tuple[str, Callable[[], Any]]] = [

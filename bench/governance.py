@@ -80,6 +80,63 @@ def _usage_rows(config: dict[str, Any]) -> int:
     return int(row[0]) if row else 0
 
 
+def redis_limits_cost(requests: int = 2000) -> dict[int, float]:
+    """CPU per request (us) of the rate limits and budgets on Redis, in this process on uvloop:
+    three levels with every limit and a budget, admitted and settled as the Limits stage does,
+    by 1 and by 8 concurrent clients (whose checks share round trips)."""
+    import asyncio
+    import time
+
+    import uvloop
+
+    from ghostllm.auth.principal import ALL, Budget, Principal, Via
+    from ghostllm.config import LimitsConfig
+    from ghostllm.limits.limiter import Limiter
+    from ghostllm.limits.redis_backend import RedisBackend
+
+    big = 10**9
+    who = Principal(Via.KEY, "bench-user", "bench-team", "bench-key", None, ALL, rate_limit=big, tpm_limit=big,
+                    max_parallel=big, team_rate_limit=big, team_tpm_limit=big, team_max_parallel=big,
+                    key_budget=Budget.of(BUDGET, "monthly"), user_budget=Budget.of(BUDGET, "daily"),
+                    team_budget=Budget.of(BUDGET, "monthly"))  # fmt: skip
+
+    async def spent(kind: str, id_: str, since: object) -> int:
+        return 0
+
+    async def run(clients: int) -> float:
+        prefix = f"ghostllm-bench-{uuid.uuid4().hex[:8]}:"
+        limiter = Limiter(LimitsConfig(), RedisBackend(REDIS_URL, prefix, 0.5, 60_000), spent)
+        await limiter.start()
+
+        async def client(c: int, n: int, limited: bool = True) -> None:
+            for i in range(n):
+                request = (f"{c}-{i}", 0.0)
+                if limited:
+                    await limiter.admit(who, request, lambda: 100)
+                await asyncio.sleep(0.001)  # the upstream's turn
+                if limited:
+                    limiter.settle(request, 120, 5000)
+
+        async def cpu(limited: bool) -> float:
+            t0 = time.process_time()
+            await asyncio.gather(*(client(c, requests // clients, limited) for c in range(clients)))
+            return time.process_time() - t0
+
+        try:
+            await asyncio.gather(*(client(c, 50) for c in range(clients)))  # counters seeded, connection warm
+            # Less what the clients' own loop costs without limits.
+            return max(0.0, await cpu(True) - await cpu(False)) / requests * 1e6
+        finally:
+            await limiter.close()
+            import redis
+
+            r = redis.Redis.from_url(REDIS_URL)
+            for key in r.scan_iter(f"{prefix}*"):
+                r.delete(key)
+
+    return {clients: uvloop.run(run(clients)) for clients in (1, 8)}
+
+
 def _measure(stack_url: str, names: list[str], watch: dict[str, int], d_s: float, warm_s: float) -> dict[str, Any]:
     run_wrk(stack_url, threads=1, connections=CONNECTIONS, duration_s=warm_s, rate=RATE)
     paced: WrkResult = run_wrk(stack_url, threads=1, connections=CONNECTIONS, duration_s=d_s, watch=watch, rate=RATE)
@@ -130,6 +187,7 @@ def governance(tmp: Path, workers: int, fast: Upstream, duration_s: float, warmu
             os.environ.pop(auth.KEY_ENV, None)
         else:
             os.environ[auth.KEY_ENV] = saved
+    out["redis_limits_us"] = redis_limits_cost()
     spine, full = out["spine"], out["full"]
     out["added_cpu_per_request_ms"] = full["cpu_per_request_ms"] - spine["cpu_per_request_ms"]
     out["throughput_ratio"] = full["rps"] / spine["rps"] if spine["rps"] else float("nan")
@@ -156,6 +214,8 @@ def governance(tmp: Path, workers: int, fast: Upstream, duration_s: float, warmu
                 ["Redis script calls (admit + settle, pipelined)", full["redis_calls_per_request"]],
                 ["PostgreSQL commits (ledger batches; every source on the db)", full["pg_commits_per_request"]],
                 ["usage rows written", full["ledger_rows"]],
+                ["rate limits + budgets on Redis, in-process, 1 client (us CPU)", out["redis_limits_us"][1]],
+                ["the same, 8 concurrent clients (round trips shared)", out["redis_limits_us"][8]],
             ],
         )
     )
