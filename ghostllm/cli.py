@@ -60,11 +60,9 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    import orjson
-
     from ghostllm.server.worker import run_worker
 
-    discovered = orjson.loads(Path(args.discovered).read_bytes()) if args.discovered else None
+    discovered = Path(args.discovered) if args.discovered else None
     run_worker(_config(args), args.port, discovered, Path(args.ready_file) if args.ready_file else None)
     return 0
 
@@ -122,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="run one worker process (started by serve)")
     with_config(p)
     p.add_argument("--port", type=int, required=True)
-    p.add_argument("--discovered", help="JSON file of the models serve discovered, by provider")
+    p.add_argument("--discovered", help="JSON file of the models serve discovers, by provider (followed)")
     p.add_argument("--ready-file", help="write the worker's pid here once it serves")
     p.set_defaults(func=_worker)
 

@@ -2,9 +2,11 @@
 without a server (against the configured store directly, as the other commands).
 
 Models in the store are merged over the YAML config's: one of the same id replaces it, and
-deleting it brings the config's back. Workers pick a change up on their next poll of the
-store (`catalogue.poll_s`); with Redis configured the command also announces it on the
-change feed, so every worker of every replica reloads at once.
+deleting it brings the config's back. A model has one deployment (--provider, --upstream-model)
+or several (--deployment, repeated), a --strategy among them and --fallback models. Workers
+pick a change up on their next poll of the store (`catalogue.poll_s`); with Redis configured
+the command also announces it on the change feed, so every worker of every replica reloads
+at once.
 
 Heavy imports (store, accounts, redis, rich) happen inside the commands."""
 
@@ -78,14 +80,58 @@ def _provider_note(config: Config, stored: list[ProviderRecord], provider_id: st
     return f"; note: provider {provider_id} is in neither the config nor the store: not served until it is"
 
 
+async def _notes(repo: ModelRepository, config: Config, record: ModelRecord) -> str:
+    """Why some of the model's deployments or fallbacks would not be used, or ""."""
+    stored = await _providers(repo)
+    notes = [_provider_note(config, stored, p) for p in dict.fromkeys(d.provider for d in record.targets)]
+    known = {m.id for m in config.models} | {m.id for m in await repo.list_models()}
+    notes += [
+        f"; note: fallback {f} is in neither the config nor the store: skipped unless a provider lists it"
+        for f in record.fallbacks
+        if f not in known
+    ]
+    return "".join(notes)
+
+
 async def _providers(repo: ModelRepository) -> list[ProviderRecord]:
     from ghostllm.accounts.providers import ProviderRepository
 
     return await ProviderRepository(repo.store).list_providers()
 
 
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def deployment_arg(text: str) -> dict[str, Any]:
+    """--deployment PROVIDER[:UPSTREAM_MODEL[:WEIGHT]][,input_price=USD][,output_price=USD].
+    Upstream names may contain ':' (llama3:8b): a last part is the weight only when it is a
+    number, so a name ending in ':<number>' is given with its weight (ollama:qwen:7:1)."""
+    head, *options = text.split(",")
+    provider, _, upstream = head.partition(":")
+    weight = 1.0
+    name, sep, last = upstream.rpartition(":")
+    if sep and (number := _number(last)) is not None:
+        upstream, weight = name, number
+    found: dict[str, Any] = {"provider": provider, "upstream_model": upstream, "weight": weight}
+    for option in options:
+        key, eq, value = (part.strip() for part in option.partition("="))
+        price = _number(value)
+        if key not in ("input_price", "output_price") or not eq or price is None:
+            raise argparse.ArgumentTypeError(
+                f"{option.strip()!r}: expected input_price=USD or output_price=USD (per 1M tokens)"
+            )
+        found[f"{key}_per_1m"] = price
+    return found
+
+
 def _listing(config: Config, stored: list[ModelRecord], providers: list[ProviderRecord]) -> list[dict[str, Any]]:
     """Every model from either source, as the gateway merges them (the store wins)."""
+    import dataclasses
+
     from ghostllm.routing.merge import StoredProvider, merge
 
     rows = [StoredProvider(p.id, p.enabled, p.provider_type, p.base_url, dict(p.config)) for p in providers]
@@ -101,6 +147,10 @@ def _listing(config: Config, stored: list[ModelRecord], providers: list[Provider
                 "id": m.id,
                 "provider": m.provider,
                 "upstream_model": m.upstream,
+                "deployments": [dataclasses.asdict(d) for d in m.targets],
+                "strategy": m.strategy,
+                "fallbacks": list(m.fallbacks),
+                "retries": m.retries,
                 "context_length": m.context_length,
                 "input_price_per_1m": m.input_price_per_1m,
                 "output_price_per_1m": m.output_price_per_1m,
@@ -125,12 +175,12 @@ def _model_list(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"models": listing})
         return 0
-    columns = ["id", "provider", "upstream", "context", "in $/1M", "out $/1M", "capabilities", "source", "served"]
+    columns = ["id", "deployments", "routing", "context", "in $/1M", "out $/1M", "capabilities", "source", "served"]
     rows = [
         [
             m["id"],
-            m["provider"],
-            m["upstream_model"],
+            "\n".join(_shown(d) for d in m["deployments"]),
+            _routing(m),
             str(m["context_length"] or "-"),
             f"{m['input_price_per_1m']:g}",
             f"{m['output_price_per_1m']:g}",
@@ -144,8 +194,24 @@ def _model_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shown(d: dict[str, Any]) -> str:
+    """A deployment in a table: its key, and its weight and prices when they are its own."""
+    extra = [f"weight {d['weight']:g}"] if d["weight"] != 1 else []
+    extra += [f"{k.split('_')[0]} ${d[k]:g}" for k in ("input_price_per_1m", "output_price_per_1m") if d[k] is not None]
+    return f"{d['provider']}/{d['upstream_model']}" + (f" ({', '.join(extra)})" if extra else "")
+
+
+def _routing(m: dict[str, Any]) -> str:
+    parts = [m["strategy"]] if len(m["deployments"]) > 1 or m["strategy"] != "priority" else []
+    parts += [f"then {', '.join(m['fallbacks'])}"] if m["fallbacks"] else []
+    parts += [f"retries {m['retries']}"] if m["retries"] is not None else []
+    return "; ".join(parts) or "-"
+
+
 def _fields(args: argparse.Namespace) -> dict[str, Any]:
     """The model fields given on the command line."""
+    from ghostllm.config import DeploymentConfig
+
     given = {
         "provider": args.provider,
         "upstream_model": args.upstream_model,
@@ -154,8 +220,19 @@ def _fields(args: argparse.Namespace) -> dict[str, Any]:
         "output_price_per_1m": args.output_price,
         "capabilities": _csv(args.capabilities),
         "owned_by": args.owned_by,
+        "deployments": [DeploymentConfig(**d) for d in args.deployment] if args.deployment else None,
+        "strategy": args.strategy,
+        "fallbacks": args.fallback,
+        "retries": args.retries,
     }
-    return {k: v for k, v in given.items() if v is not None}
+    fields = {k: v for k, v in given.items() if v is not None}
+    # Cleared (update only): None is what the repository takes as "none".
+    for name, flag in (("fallbacks", "--fallback"), ("retries", "--retries")):
+        if getattr(args, f"no_{name}", False):
+            if name in fields:
+                raise SystemExit(f"ghostllm model: {flag} and --no-{name}: give one of them")
+            fields[name] = None
+    return fields
 
 
 def _model_create(args: argparse.Namespace) -> int:
@@ -164,14 +241,16 @@ def _model_create(args: argparse.Namespace) -> int:
 
     async def body(repo: ModelRepository) -> tuple[ModelRecord, str]:
         created = await repo.create_model(args.model, **fields)
-        return created, _provider_note(config, await _providers(repo), created.provider_id)
+        return created, await _notes(repo, config, created)
 
     record, note = _run(config, body, announce=True)
     overrides = " (it replaces the config's model of that id)" if any(m.id == record.id for m in config.models) else ""
+    providers = list(dict.fromkeys(d.provider for d in record.targets))
+    served_by = f"provider {providers[0]}" if len(providers) == 1 else f"providers {', '.join(providers)}"
     say(
         args,
         {"model": record.to_dict()},
-        f"created model {record.id} in the store, for provider {record.provider_id}{overrides}; {_reach(config)}{note}",
+        f"created model {record.id} in the store, for {served_by}{overrides}; {_reach(config)}{note}",
     )
     return 0
 
@@ -182,7 +261,7 @@ def _model_update(args: argparse.Namespace) -> int:
 
     async def body(repo: ModelRepository) -> tuple[ModelRecord, str]:
         updated = await repo.update_model(args.model, **fields)
-        return updated, _provider_note(config, await _providers(repo), updated.provider_id)
+        return updated, await _notes(repo, config, updated)
 
     record, note = _run(config, body, announce=True)
     say(
@@ -207,9 +286,32 @@ def _model_delete(args: argparse.Namespace) -> int:
 
 
 def _model_options(p: argparse.ArgumentParser, *, create: bool) -> None:
+    from ghostllm.config import STRATEGIES
+
     p.add_argument("model", metavar="ID", help="the id clients send as `model`")
-    p.add_argument("--provider", required=create, help="a provider id from the config or the store")
+    p.add_argument("--provider", help="a provider id from the config or the store (or give --deployment)")
     p.add_argument("--upstream-model", help="the provider's name for it (default: the id)")
+    p.add_argument(
+        "--deployment",
+        action="append",
+        type=deployment_arg,
+        metavar="PROVIDER[:UPSTREAM[:WEIGHT]][,input_price=USD][,output_price=USD]",
+        help="one deployment, repeated for several (instead of --provider/--upstream-model"
+        + ("" if create else "; replaces them all")
+        + "); a weight is weighted routing's share, prices are per 1M tokens",
+    )
+    p.add_argument("--strategy", choices=STRATEGIES, help="how a request picks a deployment (default: priority)")
+    p.add_argument(
+        "--fallback",
+        action="append",
+        metavar="MODEL",
+        help="a model tried when every deployment failed, repeated for several, in order"
+        + ("" if create else " (replaces them)"),
+    )
+    p.add_argument("--retries", type=int, help="retries on one deployment before the next (default: routing.retries)")
+    if not create:
+        p.add_argument("--no-fallbacks", action="store_true", help="remove every fallback")
+        p.add_argument("--no-retries", action="store_true", help="back to routing.retries")
     p.add_argument("--context-length", type=int, help="tokens (0: unknown)")
     p.add_argument("--input-price", "--input-price-per-1m", type=float, help="USD per 1M input tokens")
     p.add_argument("--output-price", "--output-price-per-1m", type=float, help="USD per 1M output tokens")

@@ -252,6 +252,36 @@ class CatalogueConfig:
     poll_s: float = 1.5
     # With Redis subscribed: the backstop.
     poll_pushed_s: float = 30.0
+    # How often `serve` asks the providers with `discover_models` for their model lists again
+    # (in the background; the lists are cached in between, and /v1/models never waits on a
+    # provider). A provider that does not answer keeps its last list.
+    discovery_interval_s: float = 300.0
+
+
+# How `model: "auto"` ranks the models it may choose (routing/auto.py).
+PREFERENCES = ("cheapest", "fastest", "order")
+# The model name that asks the gateway to choose.
+AUTO_MODEL = "auto"
+
+
+@dataclass(frozen=True)
+class AutoConfig:
+    """`model: "auto"`: the gateway chooses among the models the caller's key may use that offer
+    the endpoint's capability and have a healthy deployment."""
+
+    # Off: "auto" is an ordinary model name (an unknown one, unless the catalogue has it).
+    enabled: bool = True
+    # cheapest: lowest input + output price per 1M tokens (the model's cheapest deployment);
+    # fastest: lowest time to first token this worker has measured (unmeasured ones first, or
+    # they would never be measured); order: as listed in `order`.
+    prefer: str = "cheapest"
+    # The models auto may choose, in this order where the preference ties (and the order itself
+    # for prefer: order); empty: every model, in catalogue order. Ids not in the catalogue (yet:
+    # discovered and store models count too) are skipped.
+    order: tuple[str, ...] = ()
+    # How many further candidates, in preference order, a request falls back to when the chosen
+    # model fails retryably before answering (0: none).
+    fallbacks: int = 3
 
 
 @dataclass(frozen=True)
@@ -284,6 +314,11 @@ class RoutingConfig:
     circuit_cooldown_s: float = 30.0
     # Weight of the newest sample in the per-deployment latency moving averages (least-latency).
     latency_alpha: float = 0.2
+    # A time-to-first-token average older than this is forgotten: least-latency (and auto's
+    # fastest) then tries that deployment again, as if never measured, so one that was slow
+    # once is not avoided for good; its next sample starts the average afresh.
+    latency_stale_s: float = 60.0
+    auto: AutoConfig = field(default_factory=AutoConfig)
 
 
 def default_store_url(data_dir: str) -> str:
@@ -297,13 +332,18 @@ class ProviderConfig:
     base_url: str = ""
     api_key_env: str = ""
     connect_timeout_s: float = 5.0
-    # Time allowed for a whole non-streaming answer, and between two reads of a stream.
+    # Time allowed for a whole non-streaming answer, and the default of the two below.
     timeout_s: float = 600.0
+    # Until the first output: a whole non-streaming answer, a stream's first bytes (0: timeout_s).
+    ttft_timeout_s: float = 0.0
+    # Silence allowed between two reads of a stream (0: timeout_s).
+    idle_timeout_s: float = 0.0
     max_connections: int = 512
     # Ask the upstream for usage in streams (stream_options.include_usage) so
     # every streamed token is accounted for, even when the client did not ask.
     stream_usage: bool = True
-    # Register the models the upstream lists at start-up (local servers such as Ollama).
+    # Register the models the upstream lists (local servers such as Ollama): at start-up, then
+    # every catalogue.discovery_interval_s.
     discover_models: bool = False
     # Start the built-in development upstream on base_url's port if nothing answers there.
     dev_upstream: bool = False
@@ -335,6 +375,12 @@ class DeploymentConfig:
     weight: float = 1.0
     input_price_per_1m: float | None = None
     output_price_per_1m: float | None = None
+    # Its own limits (None: the provider's), as the provider's fields of the same names, and
+    # `timeout_s` bounds a stream's whole length too (else only the server's stream limit does).
+    connect_timeout_s: float | None = None
+    ttft_timeout_s: float | None = None
+    idle_timeout_s: float | None = None
+    timeout_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -359,6 +405,11 @@ class ModelConfig:
     strategy: str = "priority"
     fallbacks: tuple[str, ...] = ()
     retries: int | None = None
+    # The single form's deployment limits (DeploymentConfig's); with `deployments`, each has its own.
+    connect_timeout_s: float | None = None
+    ttft_timeout_s: float | None = None
+    idle_timeout_s: float | None = None
+    timeout_s: float | None = None
 
     @property
     def upstream(self) -> str:
@@ -368,7 +419,16 @@ class ModelConfig:
     def targets(self) -> tuple[DeploymentConfig, ...]:
         """The deployments, each with its upstream model filled in (the single form is one)."""
         if not self.deployments:
-            return (DeploymentConfig(self.provider, self.upstream),)
+            return (
+                DeploymentConfig(
+                    self.provider,
+                    self.upstream,
+                    connect_timeout_s=self.connect_timeout_s,
+                    ttft_timeout_s=self.ttft_timeout_s,
+                    idle_timeout_s=self.idle_timeout_s,
+                    timeout_s=self.timeout_s,
+                ),
+            )
         return tuple(d if d.upstream_model else replace(d, upstream_model=self.id) for d in self.deployments)
 
 
@@ -588,6 +648,8 @@ def _validate(config: Config) -> None:
         raise ConfigError("catalogue.poll_s: expected more than 0 and at most 4 (a change must be seen within 5 s)")
     if config.catalogue.poll_pushed_s < config.catalogue.poll_s:
         raise ConfigError("catalogue.poll_pushed_s: expected at least catalogue.poll_s")
+    if not config.catalogue.discovery_interval_s > 0:
+        raise ConfigError("catalogue.discovery_interval_s: expected more than 0")
     routing = config.routing
     if not 0 < routing.health_check_timeout_s <= routing.health_check_interval_s:
         raise ConfigError("routing: expected 0 < health_check_timeout_s <= health_check_interval_s")
@@ -598,7 +660,13 @@ def _validate(config: Config) -> None:
             raise ConfigError(f"provider {p.id}: base_url is required (type {p.type} has no default)")
         if any(q.id == p.id for q in config.providers[:i]):
             raise ConfigError(f"provider {p.id}: defined twice")
+        if p.connect_timeout_s <= 0 or p.timeout_s <= 0 or p.ttft_timeout_s < 0 or p.idle_timeout_s < 0:
+            raise ConfigError(
+                f"provider {p.id}: expected connect_timeout_s and timeout_s > 0, ttft_timeout_s and"
+                " idle_timeout_s >= 0 (0: timeout_s)"
+            )
     _validate_retries(config.routing)
+    _validate_auto(config.routing.auto, config.models)
     ids = {p.id for p in config.providers}
     model_ids = {m.id for m in config.models}
     for i, m in enumerate(config.models):
@@ -621,7 +689,18 @@ def _validate(config: Config) -> None:
             raise ConfigError(f"model {m.id}: defined twice")
 
 
+TIMEOUT_FIELDS = ("connect_timeout_s", "ttft_timeout_s", "idle_timeout_s", "timeout_s")
+
+
+def _validate_timeouts(entry: DeploymentConfig | ModelConfig, where: str) -> None:
+    for name in TIMEOUT_FIELDS:
+        value = getattr(entry, name)
+        if value is not None and value <= 0:
+            raise ConfigError(f"{where}.{name}: expected more than 0 (or unset: the provider's), got {value:g}")
+
+
 def _validate_deployments(m: ModelConfig, where: str, providers: set[str]) -> None:
+    _validate_timeouts(m, where)
     if not m.deployments:
         if not m.provider:
             raise ConfigError(f"{where}: provider (or deployments) is required")
@@ -631,7 +710,10 @@ def _validate_deployments(m: ModelConfig, where: str, providers: set[str]) -> No
     # The loader fills `provider` in from the first deployment, so a parsed config reads back.
     if m.upstream_model or (m.provider and m.provider != m.deployments[0].provider):
         raise ConfigError(f"{where}: give provider and upstream_model, or deployments, not both")
+    if any(getattr(m, name) is not None for name in TIMEOUT_FIELDS):
+        raise ConfigError(f"{where}: with deployments, give timeouts on each deployment")
     for j, d in enumerate(m.deployments):
+        _validate_timeouts(d, f"{where}.deployments[{j}]")
         if d.provider not in providers:
             raise ConfigError(f"{where}.deployments[{j}].provider: model {m.id}: unknown provider {d.provider!r}")
         if d.weight < 0:
@@ -658,6 +740,30 @@ def _validate_retries(r: RoutingConfig) -> None:
         raise ConfigError("routing: expected circuit_window_s > 0 and circuit_cooldown_s > 0")
     if not 0 < r.latency_alpha <= 1:
         raise ConfigError("routing.latency_alpha: expected more than 0 and at most 1")
+    if not r.latency_stale_s > 0:
+        raise ConfigError("routing.latency_stale_s: expected more than 0")
+
+
+def _validate_auto(auto: AutoConfig, models: tuple[ModelConfig, ...]) -> None:
+    # Unknown ids in `order` are not an error: discovered and store models are not known here.
+    if auto.prefer not in PREFERENCES:
+        raise ConfigError(f"routing.auto.prefer: unknown {auto.prefer!r}; known: {', '.join(PREFERENCES)}")
+    if auto.prefer == "order" and not auto.order:
+        raise ConfigError("routing.auto.order: required when routing.auto.prefer is order")
+    for i, m in enumerate(auto.order):
+        if m == AUTO_MODEL:
+            raise ConfigError(f"routing.auto.order[{i}]: {AUTO_MODEL!r} is not a model")
+        if m in auto.order[:i]:
+            raise ConfigError(f"routing.auto.order[{i}]: {m!r} listed twice")
+    if not 0 <= auto.fallbacks <= 10:
+        raise ConfigError("routing.auto.fallbacks: expected 0 to 10")
+    if auto.enabled:
+        for i, model in enumerate(models):
+            if model.id == AUTO_MODEL:
+                raise ConfigError(
+                    f"models[{i}]: the id {AUTO_MODEL!r} is routing.auto's; rename the model"
+                    " or set routing.auto.enabled: false"
+                )
 
 
 def _primary(m: ModelConfig) -> ModelConfig:

@@ -4,23 +4,29 @@ ghostllm.routing.merge).
 
 Every field is validated before anything reaches SQL (an InvalidRequest naming it), all
 SQL is parameterized, and every mutation writes its audit_log row in the same transaction.
-The provider is checked for shape only: it may be one defined in the YAML config, which
-has no row in the store; the catalogue leaves out (with a warning) a model whose provider
-exists nowhere."""
+Providers and fallbacks are checked for shape only: they may be defined in the YAML config,
+which has no rows in the store (the admin API checks that they exist; the catalogue leaves
+out, with a warning, a deployment whose provider exists nowhere, and skips unknown fallbacks).
+
+A model is served by one deployment (provider_id + upstream_model, the `deployments` column
+empty) or by several (the column lists them; provider_id and upstream_model then mirror the
+first's, so listings and the provider index stay meaningful), as a config model is."""
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from ghostllm.accounts import rows, validation
 from ghostllm.accounts.audit import CLI, Actor, record
-from ghostllm.accounts.records import ModelRecord
+from ghostllm.accounts.records import ModelRecord, deployment_dict
 from ghostllm.accounts.repository import UNSET, Unset
 from ghostllm.accounts.writes import update, write
-from ghostllm.config import CAPABILITIES, Capability, ModelConfig
+from ghostllm.config import CAPABILITIES, STRATEGIES, Capability, DeploymentConfig, ModelConfig
 from ghostllm.errors import AlreadyExists, InvalidRequest, NotFound
 from ghostllm.store import Store
 
@@ -35,6 +41,11 @@ MAX_MODEL_ID = 128
 MAX_UPSTREAM = 256
 _NAME_RULE = "letters, digits, '.', '_', ':', '@', '+', '-'; '/' between parts, each starting with a letter or digit"
 MAX_OWNED_BY = 64
+MAX_DEPLOYMENTS = 32
+MAX_FALLBACKS = 16
+MAX_WEIGHT = 1e6
+# As routing.retries allows.
+MAX_RETRIES = 10
 
 
 def _bad(field: str, message: str, code: str = "invalid_value") -> InvalidRequest:
@@ -91,6 +102,114 @@ def check_owned_by(value: str) -> str:
     return validation.text("owned_by", value, max_length=MAX_OWNED_BY)
 
 
+def _within(prefix: str, error: InvalidRequest) -> InvalidRequest:
+    """`error` about a field of an item in a list, named by its place (deployments[1].provider)."""
+    inner = error.param or ""
+    where = f"{prefix}.{inner}" if inner else prefix
+    message = str(error.message).removeprefix(f"{inner}: ") if inner else str(error.message)
+    return InvalidRequest(f"{where}: {message}", param=where, code=error.code)
+
+
+def _list(field: str, value: Sequence[Any], most: int) -> Sequence[Any]:
+    if isinstance(value, str | bytes) or not isinstance(value, list | tuple):
+        raise _bad(field, "expected a list", "invalid_type")
+    if len(value) > most:
+        raise _bad(field, f"expected at most {most} entries")
+    return value
+
+
+def _weight(field: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _bad(field, "expected a number", "invalid_type")
+    if not math.isfinite(value) or not 0 < value <= MAX_WEIGHT:
+        raise _bad(field, f"expected more than 0 and at most {MAX_WEIGHT:g}")
+    return float(value)
+
+
+def check_deployment(where: str, d: DeploymentConfig) -> DeploymentConfig:
+    if not isinstance(d, DeploymentConfig):
+        raise _bad(where, "expected a deployment (provider, upstream_model, weight, prices)", "invalid_type")
+    try:
+        provider = validation.provider_id(d.provider)
+        upstream = check_upstream(d.upstream_model)
+        prices = [
+            None if p is None else check_price(name, p)
+            for name, p in (
+                ("input_price_per_1m", d.input_price_per_1m),
+                ("output_price_per_1m", d.output_price_per_1m),
+            )
+        ]
+    except InvalidRequest as exc:
+        raise _within(where, exc) from None
+    return DeploymentConfig(provider, upstream, _weight(f"{where}.weight", d.weight), prices[0], prices[1])
+
+
+def check_deployments(model_id: str, value: Sequence[DeploymentConfig]) -> tuple[DeploymentConfig, ...]:
+    """At least one, each well-formed, no provider and upstream model twice."""
+    checked = tuple(
+        check_deployment(f"deployments[{i}]", d) for i, d in enumerate(_list("deployments", value, MAX_DEPLOYMENTS))
+    )
+    if not checked:
+        raise _bad("deployments", "expected at least one deployment")
+    seen: set[tuple[str, str]] = set()
+    for i, d in enumerate(checked):
+        key = (d.provider, d.upstream_model or model_id)
+        if key in seen:
+            raise _bad(f"deployments[{i}]", f"provider {d.provider} and upstream model {key[1]} are listed twice")
+        seen.add(key)
+    return checked
+
+
+def check_strategy(value: str) -> str:
+    if not isinstance(value, str):
+        raise _bad("strategy", f"expected one of {', '.join(STRATEGIES)}", "invalid_type")
+    if value not in STRATEGIES:
+        raise _bad("strategy", f"unknown strategy {value[:100]!r}; known: {', '.join(STRATEGIES)}")
+    return value
+
+
+def check_fallbacks(model_id: str, value: Sequence[str] | None) -> tuple[str, ...]:
+    """Model ids, each once, never the model itself (None: none)."""
+    if value is None:
+        return ()
+    found: list[str] = []
+    for i, f in enumerate(_list("fallbacks", value, MAX_FALLBACKS)):
+        if not isinstance(f, str) or not _is_name(f, MAX_MODEL_ID):
+            raise _bad(f"fallbacks[{i}]", f"expected a model id: 1 to {MAX_MODEL_ID} characters: {_NAME_RULE}")
+        if f == model_id:
+            raise _bad(f"fallbacks[{i}]", f"model {model_id} cannot fall back to itself")
+        if f in found:
+            raise _bad(f"fallbacks[{i}]", f"model {f} is listed twice")
+        found.append(f)
+    return tuple(found)
+
+
+def check_retries(value: int | None) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _bad("retries", "expected a whole number", "invalid_type")
+    if not 0 <= value <= MAX_RETRIES:
+        raise _bad("retries", f"expected 0 to {MAX_RETRIES}")
+    return value
+
+
+def _one_form(deployments: tuple[DeploymentConfig, ...], provider: str, upstream_model: str) -> None:
+    """provider + upstream_model, or deployments; the first deployment's own values restated are fine."""
+    first = deployments[0]
+    if (provider and provider != first.provider) or (upstream_model and upstream_model != first.upstream_model):
+        raise _bad("deployments", "give provider and upstream_model, or deployments, not both")
+
+
+def _deployment_columns(deployments: tuple[DeploymentConfig, ...]) -> dict[str, Any]:
+    """The deployments and the first one's provider and upstream model, which mirror it."""
+    return {
+        "provider_id": deployments[0].provider,
+        "upstream_model": deployments[0].upstream_model,
+        "deployments": json.dumps([deployment_dict(d) for d in deployments]),
+    }
+
+
 def _capability_columns(names: tuple[str, ...]) -> dict[str, Any]:
     """capabilities and the seed's supports_* flags, which mirror it."""
     return {
@@ -101,6 +220,24 @@ def _capability_columns(names: tuple[str, ...]) -> dict[str, Any]:
     }
 
 
+def _single_changed(current: ModelRecord, single: dict[str, str]) -> dict[str, Any]:
+    """provider or upstream_model given for a model stored with deployments: its one
+    deployment changes (its weight and prices kept); with several, which one is meant is unknown."""
+    if len(current.deployments) > 1:
+        field = "provider" if "provider_id" in single else "upstream_model"
+        raise _bad(
+            field,
+            f"model {current.id} has {len(current.deployments)} deployments: change them with deployments",
+        )
+    first = current.deployments[0]
+    changed = replace(
+        first,
+        provider=single.get("provider_id", first.provider),
+        upstream_model=single.get("upstream_model", first.upstream_model),
+    )
+    return _deployment_columns((changed,))
+
+
 class ModelRepository:
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -109,26 +246,50 @@ class ModelRepository:
         self,
         model_id: str,
         *,
-        provider: str,
+        provider: str = "",
         upstream_model: str = "",
         context_length: int = 0,
         input_price_per_1m: float = 0.0,
         output_price_per_1m: float = 0.0,
         capabilities: tuple[str, ...] | list[str] | None = None,
         owned_by: str = "",
+        deployments: Sequence[DeploymentConfig] | None = None,
+        strategy: str = "priority",
+        fallbacks: Sequence[str] | None = None,
+        retries: int | None = None,
         actor: Actor = CLI,
     ) -> ModelRecord:
+        """One deployment (provider + upstream_model) or several (`deployments`)."""
         checked_id = check_id(model_id)
+        if not provider and not deployments:
+            raise _bad("provider", "required (or deployments)")
         values: dict[str, Any] = {
-            "provider_id": validation.provider_id(provider),
+            "provider_id": validation.provider_id(provider) if provider else "",
             "upstream_model": check_upstream(upstream_model),
             "context_length": check_context_length(context_length),
             "input_price": check_price("input_price_per_1m", input_price_per_1m),
             "output_price": check_price("output_price_per_1m", output_price_per_1m),
             "owned_by": check_owned_by(owned_by),
         }
+        routing: dict[str, Any] = {
+            "strategy": check_strategy(strategy),
+            "fallbacks": list(check_fallbacks(checked_id, fallbacks)),
+            "retries": check_retries(retries),
+        }
+        many: list[dict[str, Any]] = []
+        if deployments:
+            checked = check_deployments(checked_id, deployments)
+            _one_form(checked, values["provider_id"], values["upstream_model"])
+            values.update(_deployment_columns(checked))
+            many = [deployment_dict(d) for d in checked]
         caps = check_capabilities(capabilities)
-        columns = {**values, **_capability_columns(caps)}
+        columns = {
+            **values,
+            **_capability_columns(caps),
+            **routing,
+            "deployments": json.dumps(many),
+            "fallbacks": json.dumps(routing["fallbacks"]),
+        }
         names = ", ".join(columns)
         marks = ", ".join("?" * (len(columns) + 1))
         async with self.store.transaction() as tx:
@@ -138,7 +299,8 @@ class ModelRepository:
                 (checked_id, *columns.values()),
                 duplicate=AlreadyExists(f"a model {checked_id!r} already exists in the store", param="id"),
             )
-            await record(tx, actor, "model.create", "model", checked_id, {**values, "capabilities": list(caps)})
+            detail = {**values, "capabilities": list(caps), **routing, "deployments": many}
+            await record(tx, actor, "model.create", "model", checked_id, detail)
         return await self.get_model(checked_id)
 
     async def get_model(self, model_id: str) -> ModelRecord:
@@ -167,8 +329,15 @@ class ModelRepository:
         output_price_per_1m: float | Unset = UNSET,
         capabilities: tuple[str, ...] | list[str] | Unset = UNSET,
         owned_by: str | Unset = UNSET,
+        deployments: Sequence[DeploymentConfig] | Unset = UNSET,
+        strategy: str | Unset = UNSET,
+        fallbacks: Sequence[str] | Unset | None = UNSET,
+        retries: int | Unset | None = UNSET,
         actor: Actor = CLI,
     ) -> ModelRecord:
+        """The fields given change. `deployments` replaces them all; provider and upstream_model
+        change the single form (or a model's one deployment), and cannot be given with it or
+        for a model of several. None clears fallbacks or retries."""
         # Every value is checked before the lookup: a bad request is a 400 whether or not the model exists.
         checked_id = check_id(model_id)
         changes: dict[str, Any] = {}
@@ -184,7 +353,21 @@ class ModelRepository:
             changes["output_price"] = check_price("output_price_per_1m", output_price_per_1m)
         if owned_by is not UNSET:
             changes["owned_by"] = check_owned_by(owned_by)
+        if strategy is not UNSET:
+            changes["strategy"] = check_strategy(strategy)
+        if retries is not UNSET:
+            changes["retries"] = check_retries(retries)
+        single: dict[str, str] = {k: changes[k] for k in ("provider_id", "upstream_model") if k in changes}
         columns = dict(changes)
+        if fallbacks is not UNSET:
+            changes["fallbacks"] = list(check_fallbacks(checked_id, fallbacks))
+            columns["fallbacks"] = json.dumps(changes["fallbacks"])
+        if deployments is not UNSET:
+            if single:
+                raise _bad("deployments", "give provider and upstream_model, or deployments, not both")
+            checked = check_deployments(checked_id, deployments)
+            columns.update(_deployment_columns(checked))
+            changes["deployments"] = [deployment_dict(d) for d in checked]
         if capabilities is not UNSET:
             caps = check_capabilities(capabilities)
             changes["capabilities"] = list(caps)
@@ -192,6 +375,8 @@ class ModelRepository:
         if not changes:
             raise InvalidRequest("nothing to update")
         current = await self.get_model(checked_id)
+        if single and current.deployments:
+            columns.update(_single_changed(current, single))
         async with self.store.transaction() as tx:
             await update(tx, "models", current.id, columns)
             await record(tx, actor, "model.update", "model", current.id, changes)

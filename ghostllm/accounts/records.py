@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
 from ghostllm.accounts.permissions import Permissions
-from ghostllm.config import ModelConfig
+from ghostllm.config import DeploymentConfig, ModelConfig
 
 T = TypeVar("T")
 
@@ -194,6 +194,15 @@ class AuditEntry:
 AuditPage = Page[AuditEntry]
 
 
+# What the store keeps of a deployment (the `deployments` column's keys); the config's other
+# deployment settings are the YAML's alone.
+DEPLOYMENT_FIELDS = ("provider", "upstream_model", "weight", "input_price_per_1m", "output_price_per_1m")
+
+
+def deployment_dict(d: DeploymentConfig) -> dict[str, Any]:
+    return {name: getattr(d, name) for name in DEPLOYMENT_FIELDS}
+
+
 @dataclass(frozen=True)
 class ModelRecord:
     """A model row: a catalogue entry managed at runtime, merged over the config's (the store wins)."""
@@ -214,11 +223,25 @@ class ModelRecord:
     updated_at: datetime
     # Shown as owned_by by /v1/models ("": the provider id).
     owned_by: str = ""
+    # Several deployments, as a config model's `deployments` (empty: the single form,
+    # provider_id + upstream_model, which then mirror the first one's).
+    deployments: tuple[DeploymentConfig, ...] = ()
+    strategy: str = "priority"
+    fallbacks: tuple[str, ...] = ()
+    # None: the gateway's routing.retries.
+    retries: int | None = None
+
+    @property
+    def targets(self) -> tuple[DeploymentConfig, ...]:
+        """Every deployment, the single form as one, upstream models filled in."""
+        return self.to_config().targets
 
     def to_dict(self) -> dict[str, Any]:
         return {
             **self.__dict__,
             "capabilities": list(self.capabilities),
+            "deployments": [deployment_dict(d) for d in self.deployments],
+            "fallbacks": list(self.fallbacks),
             "created_at": _iso(self.created_at),
             "updated_at": _iso(self.updated_at),
         }
@@ -228,10 +251,15 @@ class ModelRecord:
         return ModelConfig(
             id=self.id,
             provider=self.provider_id,
-            upstream_model=self.upstream_model,
+            # As the config loader has it: with deployments, each names its own.
+            upstream_model="" if self.deployments else self.upstream_model,
             context_length=self.context_length,
             input_price_per_1m=self.input_price_per_1m,
             output_price_per_1m=self.output_price_per_1m,
             capabilities=self.capabilities,
             owned_by=self.owned_by,
+            deployments=self.deployments,
+            strategy=self.strategy,
+            fallbacks=self.fallbacks,
+            retries=self.retries,
         )

@@ -12,6 +12,7 @@ from typing import Any
 from ghostllm.accounts.cipher import key_id_of
 from ghostllm.accounts.permissions import Permissions
 from ghostllm.accounts.records import ApiKey, AuditEntry, ModelRecord, ProviderRecord, Role, Team, User
+from ghostllm.config import DeploymentConfig
 
 TEAM_COLUMNS = (
     "id, name, description, budget_limit, current_spend, rate_limit, tpm_limit, max_parallel, created_at, updated_at, "
@@ -33,7 +34,7 @@ PROVIDER_COLUMNS = "id, name, provider_type, base_url, enabled, config, api_key_
 # input_price and output_price are USD per 1,000,000 tokens.
 MODEL_COLUMNS = (
     "id, provider_id, upstream_model, context_length, input_price, output_price, capabilities, owned_by, "
-    "created_at, updated_at"
+    "created_at, updated_at, deployments, strategy, fallbacks, retries"
 )
 
 
@@ -199,8 +200,43 @@ def _names(value: Any) -> tuple[str, ...]:
     return tuple(str(v) for v in data if isinstance(v, str)) if isinstance(data, list) else ()
 
 
+# A deployment that cannot be read: no provider, so the catalogue leaves its model out (with a warning).
+_UNREADABLE = DeploymentConfig(provider="")
+
+
+def _deployment(value: Any) -> DeploymentConfig:
+    if not isinstance(value, dict) or not isinstance(value.get("provider"), str):
+        return _UNREADABLE
+    try:
+        prices = [
+            None if value.get(k) is None else float(value[k]) for k in ("input_price_per_1m", "output_price_per_1m")
+        ]
+        return DeploymentConfig(
+            provider=value["provider"],
+            upstream_model=str(value.get("upstream_model") or ""),
+            weight=float(value.get("weight", 1.0)),
+            input_price_per_1m=prices[0],
+            output_price_per_1m=prices[1],
+        )
+    except (TypeError, ValueError):
+        return _UNREADABLE
+
+
+def _deployments(value: Any) -> tuple[DeploymentConfig, ...]:
+    """A deployments cell (a JSON list of objects); a hand-edited one that does not read cannot
+    break a listing: what does not read is a deployment the catalogue leaves out."""
+    try:
+        data = json.loads(value) if isinstance(value, str | bytes) else value
+    except ValueError:
+        return (_UNREADABLE,)
+    if not isinstance(data, list):
+        return (_UNREADABLE,)
+    return tuple(_deployment(d) for d in data)
+
+
 def model(row: tuple[Any, ...]) -> ModelRecord:
-    id_, provider_id, upstream, context, input_price, output_price, capabilities, owned_by, created, updated = row
+    id_, provider_id, upstream, context, input_price, output_price, capabilities, owned_by, created, updated = row[:10]
+    deployments, strategy, fallbacks, retries = row[10:]
     return ModelRecord(
         id=str(id_),
         provider_id=str(provider_id),
@@ -212,4 +248,8 @@ def model(row: tuple[Any, ...]) -> ModelRecord:
         created_at=_required_time(created),
         updated_at=_required_time(updated),
         owned_by=str(owned_by),
+        deployments=_deployments(deployments),
+        strategy=str(strategy),
+        fallbacks=_names(fallbacks),
+        retries=_int(retries),
     )

@@ -4,6 +4,10 @@ Both come from the YAML config, from the store, or both, and the store wins; onl
 store is written here (the config is the operator's file). A provider's API key is
 stored encrypted and never comes back: listings say only whether one is there. Every
 change is announced, so each worker reloads its catalogue.
+
+A model written here may name only providers and fallback models that exist (in the config,
+the store, or for fallbacks the catalogue, which has the discovered ones): a typo is a 400
+naming it, not a model the workers quietly leave out.
 """
 
 from __future__ import annotations
@@ -16,15 +20,15 @@ from ghostllm.accounts import validation
 from ghostllm.accounts.audit import Actor
 from ghostllm.accounts.cipher import SecretCipher
 from ghostllm.accounts.keyring import load_cipher
-from ghostllm.accounts.models import ModelRepository
+from ghostllm.accounts.models import ModelRepository, check_deployments, check_fallbacks, check_id
 from ghostllm.accounts.providers import ProviderRepository
 from ghostllm.accounts.records import ModelRecord, ProviderRecord
-from ghostllm.accounts.repository import UNSET
+from ghostllm.accounts.repository import UNSET, Unset
 from ghostllm.api import admin_messages as msg
 from ghostllm.api.admin_access import actor, admitted
 from ghostllm.api.boundary import unary
 from ghostllm.cluster.changes import CATALOGUE
-from ghostllm.config import Config, ModelConfig, ProviderConfig
+from ghostllm.config import Config, DeploymentConfig, ModelConfig, ProviderConfig
 from ghostllm.errors import ConfigError, InternalError, InvalidRequest
 from ghostllm.gateway.context import RequestContext
 from ghostllm.gateway.pipeline import Pipeline
@@ -41,7 +45,11 @@ READ, WRITE = Endpoint.ADMIN_READ, Endpoint.ADMIN_WRITE
 # whatever an operator put there: headers with tokens, say).
 SECRET_WORDS = ("key", "secret", "token", "password", "authorization", "cookie", "credential")
 HIDDEN = "(hidden)"
-MODEL_FIELDS = ("upstream_model", "context_length", "input_price_per_1m", "output_price_per_1m", "owned_by")
+MODEL_FIELDS = (
+    "upstream_model", "context_length", "input_price_per_1m", "output_price_per_1m", "owned_by", "strategy", "retries"
+)  # fmt: skip
+# What an update's `clear` may name (as the proto's comment lists them).
+MODEL_CLEARABLE = ("fallbacks", "retries")
 
 
 def redacted(value: Any) -> Any:
@@ -89,8 +97,32 @@ def check_definition(provider_id: str, fields: Mapping[str, Any], yaml: Provider
         raise InvalidRequest(f"config: {exc}", param="config", code="invalid_value") from None
 
 
+def deployment_message(d: DeploymentConfig) -> admin_pb2.Deployment:
+    return msg.fill(admin_pb2.Deployment, dataclasses.asdict(d))
+
+
+def deployments_given(request: Any) -> list[DeploymentConfig]:
+    """The request's deployments (an absent weight is 1, absent prices the model's)."""
+    return [
+        DeploymentConfig(
+            provider=d.provider,
+            upstream_model=d.upstream_model,
+            weight=d.weight if d.HasField("weight") else 1.0,
+            input_price_per_1m=msg.optional(d, "input_price_per_1m"),
+            output_price_per_1m=msg.optional(d, "output_price_per_1m"),
+        )
+        for d in request.deployments
+    ]
+
+
 def catalogue_model(record: ModelRecord) -> admin_pb2.CatalogueModel:
-    return msg.fill(admin_pb2.CatalogueModel, record.to_dict(), provider=record.provider_id, source="database")
+    return msg.fill(
+        admin_pb2.CatalogueModel,
+        record.to_dict(),
+        provider=record.provider_id,
+        deployments=[deployment_message(d) for d in record.targets],
+        source="database",
+    )
 
 
 def configured_model(m: ModelConfig) -> admin_pb2.CatalogueModel:
@@ -98,6 +130,8 @@ def configured_model(m: ModelConfig) -> admin_pb2.CatalogueModel:
         admin_pb2.CatalogueModel,
         dataclasses.asdict(m),
         capabilities=list(m.capabilities),
+        deployments=[deployment_message(d) for d in m.targets],
+        fallbacks=list(m.fallbacks),
         source="config",
     )
 
@@ -213,6 +247,39 @@ class CatalogueAdmin:
 
     # Models
 
+    async def _check_references(
+        self, model_id: str, provider: str, deployments: list[DeploymentConfig], fallbacks: list[str]
+    ) -> None:
+        """The providers and fallback models named exist (their shapes checked first, so an
+        error names what is wrong with a value before saying it is unknown)."""
+        checked_id = check_id(model_id)
+        named: list[tuple[str, str]] = []
+        if deployments:
+            named = [
+                (f"deployments[{i}].provider", d.provider)
+                for i, d in enumerate(check_deployments(checked_id, deployments))
+            ]
+        elif provider:
+            named = [("provider", validation.provider_id(provider))]
+        if named:
+            stored = {p.id for p in await ProviderRepository(self.store).list_providers()}
+            known = [*(p.id for p in self.config.providers), *sorted(stored)]
+            for field, value in named:
+                if value not in known:
+                    raise InvalidRequest(
+                        f"{field}: unknown provider {value!r}; known: {', '.join(known)}",
+                        param=field,
+                        code="invalid_value",
+                    )
+        wanted = check_fallbacks(checked_id, fallbacks)
+        if wanted:
+            models = {m.id for m in await self.models.list_models()}
+            models.update(m.id for m in self.config.models)
+            models.update(m.id for m in self.catalogue.models)
+            for i, f in enumerate(wanted):
+                if f not in models:
+                    raise InvalidRequest(f"fallbacks[{i}]: unknown model {f!r}", param=f"fallbacks[{i}]")
+
     @unary
     async def ListModels(
         self, request: admin_pb2.ListCatalogueModelsRequest, rc: RequestContext
@@ -233,10 +300,14 @@ class CatalogueAdmin:
     ) -> admin_pb2.CatalogueModel:
         async with admitted(self.pipeline, rc, WRITE) as p:
             optional = {f: v for f in MODEL_FIELDS if (v := msg.given(request, f)) is not UNSET}
+            deployments, fallbacks = deployments_given(request), list(request.fallbacks)
+            await self._check_references(request.id, request.provider, deployments, fallbacks)
             created = await self.models.create_model(
                 request.id,
                 provider=request.provider,
                 capabilities=list(request.capabilities) or None,
+                deployments=deployments or None,
+                fallbacks=fallbacks,
                 **optional,
                 actor=actor(p, rc),
             )
@@ -248,11 +319,25 @@ class CatalogueAdmin:
         self, request: admin_pb2.UpdateCatalogueModelRequest, rc: RequestContext
     ) -> admin_pb2.CatalogueModel:
         async with admitted(self.pipeline, rc, WRITE) as p:
+            clear = msg.cleared(request, MODEL_CLEARABLE)
+            deployments = deployments_given(request)
+            fallbacks: list[str] | Unset | None = (
+                None if "fallbacks" in clear else list(request.fallbacks) if request.fallbacks else UNSET
+            )
+            provider = msg.given(request, "provider")
+            await self._check_references(
+                request.id,
+                provider if isinstance(provider, str) else "",
+                deployments,
+                fallbacks if isinstance(fallbacks, list) else [],
+            )
             updated = await self.models.update_model(
                 request.id,
-                provider=msg.given(request, "provider"),
+                provider=provider,
                 capabilities=list(request.capabilities) or UNSET,
-                **{f: msg.given(request, f) for f in MODEL_FIELDS},
+                deployments=deployments or UNSET,
+                fallbacks=fallbacks,
+                **{f: msg.given(request, f, clear) for f in MODEL_FIELDS},
                 actor=actor(p, rc),
             )
             await self.changed(CATALOGUE)

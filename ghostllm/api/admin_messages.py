@@ -71,9 +71,16 @@ def cleared(request: Any, allowed: Collection[str]) -> frozenset[str]:
                 param="clear",
                 code="invalid_value",
             )
-        if request.HasField(name):
+        if _given(request, name):
             raise InvalidRequest(f"{name}: both given and cleared", param=name, code="invalid_value")
     return names
+
+
+def _given(request: Any, name: str) -> bool:
+    # A list has no presence: an empty one is "not given" (HasField refuses repeated fields).
+    if request.DESCRIPTOR.fields_by_name[name].is_repeated:
+        return len(getattr(request, name)) > 0
+    return bool(request.HasField(name))
 
 
 def given(request: Any, name: str, clear: Collection[str] = ()) -> Any:

@@ -14,6 +14,7 @@ one answered.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Iterable
@@ -154,7 +155,8 @@ class GatewayService(gateway_pb2_grpc.GatewayServiceServicer):
             "timestamp": str(int(time.time())),
             "started_at": iso(self.started_at),
             "uptime_seconds": int(time.monotonic() - self._started),
-            "worker": {"pid": os.getpid()},
+            # Its asyncio tasks now (this call's own included): what a leak would show growing.
+            "worker": {"pid": os.getpid(), "asyncio_tasks": len(asyncio.all_tasks())},
             "health_check": {"interval_s": self.health.interval_s, "timeout_s": self.health.timeout_s},
             "providers_count": len(providers),
             "models_count": len(models),

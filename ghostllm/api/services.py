@@ -31,6 +31,7 @@ from ghostllm.api.usage import UsageService
 from ghostllm.auth.tokens import TokenSigner
 from ghostllm.config import Config
 from ghostllm.gateway.pipeline import Pipeline
+from ghostllm.routing.auto import Auto
 from ghostllm.routing.catalogue import Catalogue
 from ghostllm.routing.health import ProviderHealth
 from ghostllm.routing.router import Router
@@ -66,6 +67,8 @@ class Deps:
     config: Config
     # Per-deployment routing state, for GET /status (None: not shown).
     router: Router | None = None
+    # model: "auto"'s choice, for the model listing (None: routing.auto is off).
+    auto: Auto | None = None
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,7 @@ SERVICES: tuple[Service, ...] = (
     ),
     Service(
         _service(models_pb2.DESCRIPTOR, "ModelService"),
-        lambda d: ModelService(d.pipeline, d.catalogue),
+        lambda d: ModelService(d.pipeline, d.catalogue, d.auto),
         public=True,
         rest=True,
     ),

@@ -19,12 +19,20 @@ Failure scenarios, chosen by the request's ``model`` (chat, completions and embe
     That status with an OpenAI error body. 400/401/403/404/429/500/503 carry the bodies
     OpenAI really sends (401: ``invalid_api_key``; 429: type ``requests``, code
     ``rate_limit_exceeded`` and header ``retry-after: 7``); other 4xx/5xx get a generic one.
+``error-429-after-<s>``
+    ``error-429`` with ``retry-after: <s>`` instead of 7.
 ``slow-<ms>``
     Wait that long, then answer normally (the wait is cancelled if the client leaves).
 ``hang``
     Never answer; the connection stays open until the client goes away.
 ``reset``
     Abort the TCP connection (RST, SO_LINGER 0) right after reading the request.
+``reset-after-<n>``
+    stream=true: the first n events, then (0.2 s later, so the client has read them) a TCP
+    reset; stream=false: the head and half the body, then the reset.
+``stall-after-<n>``
+    stream=true: the first n events, then silence, the connection open until the client goes
+    away; stream=false: the head and half the body, then the same silence.
 ``garbage-sse``
     stream=true: a 200 event stream of ``data: this is not json`` then ``data: [DONE]``;
     stream=false: a 200 ``application/json`` response whose body is not JSON.
@@ -49,7 +57,8 @@ Failure scenarios, chosen by the request's ``model`` (chat, completions and embe
 
 Any other model name behaves normally. ``/_dev/stats`` counts a stream as cancelled when its
 client disconnected before ``[DONE]`` (``cancelled_requests`` does the same for waiting
-non-streaming requests).
+non-streaming requests); ``active_streams`` and ``waiting_requests`` are gauges of those in
+progress, ``open_connections`` the connections open now (the asking one included).
 """
 
 from ghostllm.devupstream.server import run, serve

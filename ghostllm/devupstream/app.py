@@ -27,12 +27,20 @@ _BAD_JSON = (
 )
 _GARBAGE = b"this is not json"
 _CUT_AFTER = 3
+# reset-after-N waits this long before the reset: the client's kernel may drop what it has not
+# read when the reset arrives, and the scenario is a reset after the client had those events.
+_RESET_PAUSE_S = 0.2
 _MODELS_PREFIX = b"/v1/models/"
 _OVERSIZED = (Kind.OVERSIZED, Kind.OVERSIZED_CHUNKED)
+_BREAKS = (Kind.STALL, Kind.RESET_AFTER)
 # Oversized answers go out in pieces of this size, each written once the previous one drained.
 _PAD_PIECE = faults.PAD_BYTE * (256 * 1024)
 
 _Planner = Callable[..., Generation]
+
+
+def _nothing() -> Pending:
+    return None
 
 
 class App:
@@ -164,11 +172,20 @@ class App:
             if scenario.kind is Kind.CUT:
                 self._cut_json(request, conn, obj)
                 return None
+            if scenario.kind in _BREAKS:
+                payload = orjson.dumps(obj)
+                full = response(200, payload, request.keep_alive)
+                # The head and half the body: the client has begun reading the answer.
+                return self._break(conn, full[: len(full) - len(payload) // 2], scenario.kind, stream=False)
             self._json(request, conn, 200, obj)
             return None
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and options.get("include_usage") is True
         events = streaming.chat_events(gen, include_usage) if chat else streaming.completion_events(gen, include_usage)
+        if scenario.kind in _BREAKS:
+            start = head(200, _SSE_HEADERS, request.keep_alive)
+            data = start + b"".join(map(chunk, events[: scenario.count]))
+            return self._break(conn, data, scenario.kind, stream=True)
         if scenario.kind is Kind.SLOW_CHUNKS:
             return self._stream(request, conn, events, scenario.delay, None)
         return self._stream(request, conn, events, self.chunk_delay, _CUT_AFTER if scenario.kind is Kind.CUT else None)
@@ -189,7 +206,7 @@ class App:
     ) -> Pending:
         kind = scenario.kind
         if kind is Kind.ERROR:
-            extra = b"retry-after: 7\r\n" if scenario.status == 429 else b""
+            extra = b"retry-after: %d\r\n" % scenario.retry_after if scenario.status == 429 else b""
             self._json(request, conn, scenario.status, responses.simulated_error(scenario.status), extra)
             return None
         if kind is Kind.LONG_ERROR:
@@ -212,14 +229,40 @@ class App:
         return normal()
 
     async def _wait(self, waiting: Coroutine[Any, Any, Any] | asyncio.Future[Any], then: Callable[[], Pending]) -> None:
+        stats = self.stats
+        stats.waiting_requests += 1
         try:
             await waiting
         except asyncio.CancelledError:
-            self.stats.cancelled_requests += 1
+            stats.cancelled_requests += 1
             raise
+        finally:
+            stats.waiting_requests -= 1
         pending = then()
         if pending is not None:
             await pending
+
+    async def _break(self, conn: Connection, data: bytes, kind: Kind, *, stream: bool) -> None:
+        """Send `data` (the start of an answer), then reset the connection (RESET_AFTER) or go
+        silent, the connection open, until the client leaves (STALL)."""
+        conn.write(data)
+        if kind is Kind.RESET_AFTER:
+            await asyncio.sleep(_RESET_PAUSE_S)
+            conn.reset()
+            return
+        silence = asyncio.get_running_loop().create_future()
+        if not stream:
+            await self._wait(silence, _nothing)
+            return
+        stats = self.stats
+        stats.active_streams += 1
+        try:
+            await silence
+        except asyncio.CancelledError:
+            stats.cancelled_streams += 1
+            raise
+        finally:
+            stats.active_streams -= 1
 
     def _wrong_shape(self, request: Request, conn: Connection, *, chat: bool, stream: bool) -> Pending:
         if stream:
@@ -306,7 +349,9 @@ class App:
     # /_dev endpoints
 
     def _dev_stats(self, request: Request, conn: Connection) -> Pending:
-        conn.write(response(200, orjson.dumps(self.stats.to_json()), request.keep_alive))
+        # Open connections count the one asking, and clients' idle keep-alive ones.
+        stats = {**self.stats.to_json(), "open_connections": len(self.connections)}
+        conn.write(response(200, orjson.dumps(stats), request.keep_alive))
         return None
 
     def _dev_reset(self, request: Request, conn: Connection) -> Pending:

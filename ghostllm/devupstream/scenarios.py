@@ -20,6 +20,8 @@ class Kind(Enum):
     OVERSIZED = "oversized"
     OVERSIZED_CHUNKED = "oversized-chunked"
     LONG_ERROR = "long-error"
+    STALL = "stall-after"
+    RESET_AFTER = "reset-after"
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +31,10 @@ class Scenario:
     delay: float = 0.0
     # OVERSIZED*: the size of the answer's body in bytes.
     size: int = 0
+    # STALL, RESET_AFTER: how many stream events go out first.
+    count: int = 0
+    # ERROR 429: its retry-after, in seconds.
+    retry_after: int = 7
 
 
 NORMAL = Scenario(Kind.NORMAL)
@@ -39,6 +45,7 @@ _PREFIXES = (
     "slow-",
     "hang",
     "reset",
+    "stall-after-",
     "garbage-sse",
     "cut-stream",
     "wrong-shape",
@@ -72,6 +79,10 @@ def _parse(model: str) -> Scenario:
         return Scenario(Kind.CUT)
     if model == "wrong-shape":
         return Scenario(Kind.WRONG_SHAPE)
+    for prefix, kind in (("stall-after-", Kind.STALL), ("reset-after-", Kind.RESET_AFTER)):
+        if model.startswith(prefix):
+            count = _int_suffix(model, prefix)
+            return NORMAL if count is None else Scenario(kind, count=count)
     if model.startswith("oversized-"):
         chunked = model.startswith("oversized-chunked-")
         mib = _int_suffix(model, "oversized-chunked-" if chunked else "oversized-")
@@ -89,6 +100,9 @@ def _parse(model: str) -> Scenario:
     if model.startswith("slow-"):
         ms = _int_suffix(model, "slow-")
         return NORMAL if ms is None else Scenario(Kind.SLOW, delay=ms / 1000)
+    if model.startswith("error-429-after-"):
+        seconds = _int_suffix(model, "error-429-after-")
+        return NORMAL if seconds is None else Scenario(Kind.ERROR, status=429, retry_after=seconds)
     if model.startswith("error-"):
         status = _int_suffix(model, "error-")
         if status is not None and 400 <= status <= 599:

@@ -19,6 +19,9 @@ class Stats:
     cancelled_streams: int = 0
     # Non-streaming requests (slow-*, hang) whose client went away before the answer.
     cancelled_requests: int = 0
+    # A gauge, like active_streams: requests waiting before they answer (slow-*, hang, a
+    # non-streaming stall-after-N).
+    waiting_requests: int = 0
     last: Request | None = None
 
     def record(self, request: Request) -> None:
@@ -27,7 +30,7 @@ class Stats:
         self.last = request
 
     def reset(self) -> None:
-        # active_streams is a gauge of live streams, not a counter, so it survives a reset.
+        # active_streams and waiting_requests are gauges, not counters: they survive a reset.
         self.requests = self.completed_streams = self.cancelled_streams = self.cancelled_requests = 0
         self.last = None
 
@@ -38,6 +41,7 @@ class Stats:
             "completed_streams": self.completed_streams,
             "cancelled_streams": self.cancelled_streams,
             "cancelled_requests": self.cancelled_requests,
+            "waiting_requests": self.waiting_requests,
             "last_request": None if self.last is None else _describe(self.last),
         }
 

@@ -13,8 +13,12 @@ The upstream call walks the router's plan (routing/router.py): a retryable failu
 (connect error, timeout, the upstream's 429/5xx) before anything reached the client is
 retried on the same deployment after a jittered backoff (`routing.retries` times), then on
 the plan's next deployment, then on the fallback models'; the request's retry budget caps
-the whole. Once an answer has started, nothing is retried. The body is sent unchanged every
-time; the answer names the model and deployment that served it.
+the whole. Once an answer has started, nothing is retried: a stream that breaks or stalls
+(its deployment's idle_timeout_s) ends with the in-band error and is settled like any other.
+A client that goes away cancels the attempt in flight or the backoff wait, and nothing more
+is tried. Each attempt runs under its deployment's own timeouts (made once, in the
+catalogue). The body is sent unchanged every time; the answer names the model and
+deployment that served it.
 """
 
 from __future__ import annotations
@@ -176,6 +180,7 @@ class Exchange:
         self.tried.append(d.key)
         self.deployment = d
         self.call.entry = model.config
+        self.call.timeouts = d.timeouts
         # An attempt that failed before any output produced nothing to count.
         self.usage = None
         return self.router.begin(d) if self.router is not None else None

@@ -50,6 +50,17 @@ def _status(ex: Exchange, exc: BaseException | None) -> tuple[int, str | None]:
     return 500, "server_error"
 
 
+def _recorded_model(ex: Exchange) -> str:
+    """The model asked for (as sent, when it resolved to none); when the request named none
+    ("auto" chose it), the one that served, else the one chosen first."""
+    model, requested = ex.model, ex.requested_model
+    if model is None:
+        return requested[:MAX_FIELD_CHARS]
+    if ex.served is not None and model.id != requested:
+        return ex.served.id
+    return model.id
+
+
 def estimate_prompt(body: Json | None) -> int:
     """Prompt tokens by size (what was sent, 4 characters a token): for counts the upstream
     did not report, and for what a rate limit reserves before it does."""
@@ -105,7 +116,7 @@ class Pipeline:
             request_id=ctx.request_id[:MAX_FIELD_CHARS],
             started_at=ctx.started_at,
             endpoint=ex.endpoint.value,
-            model=model.id if model is not None else ex.requested_model[:MAX_FIELD_CHARS],
+            model=_recorded_model(ex),
             provider=d.provider.id if d is not None else None,
             upstream_model=d.upstream_model if d is not None else None,
             stream=bool(ex.stream),

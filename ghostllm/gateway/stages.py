@@ -5,12 +5,16 @@ authenticate, decode, authorize, resolve the model, limits (rate limits and budg
 from __future__ import annotations
 
 from ghostllm.auth.authenticator import Authenticator
+from ghostllm.auth.principal import Principal
+from ghostllm.config import AUTO_MODEL, Capability
 from ghostllm.errors import PermissionDenied
 from ghostllm.gateway.exchange import Exchange
 from ghostllm.gateway.pipeline import MAX_FIELD_CHARS, estimate_prompt
 from ghostllm.gateway.usage import UsageRecord
 from ghostllm.limits.limiter import Limiter
 from ghostllm.protocol.endpoints import Endpoint
+from ghostllm.providers.base import Json
+from ghostllm.routing.auto import Allowed, Auto
 from ghostllm.routing.catalogue import Catalogue
 from ghostllm.routing.router import Router
 
@@ -34,6 +38,10 @@ class Authenticate:
 
 def _denied(what: str) -> PermissionDenied:
     return PermissionDenied(f"You are not allowed to {what}.")
+
+
+def _model_denied(model: str) -> PermissionDenied:
+    return PermissionDenied(f"This key is not allowed to use the model '{model[:200]}'.", param="model")
 
 
 async def authorize(ex: Exchange) -> None:
@@ -60,22 +68,80 @@ async def authorize(ex: Exchange) -> None:
             raise _denied("read own usage: this credential belongs to no user or key (use GET /admin/usage)")
     elif not p.permissions.allows(endpoint):
         raise _denied(f"use the {endpoint.value} endpoint with this key")
-    elif endpoint.names_model and "model" in (ex.body or {}) and not p.permissions.allows_model(ex.requested_model):
-        raise PermissionDenied(f"This key is not allowed to use the model '{ex.requested_model[:200]}'.", param="model")
+    elif endpoint.names_model and "model" in (ex.body or {}):
+        model = ex.requested_model
+        # "auto" names no model: the key's models restrict what it chooses (ResolveModel).
+        if model != AUTO_MODEL and not p.permissions.allows_model(model):
+            raise _model_denied(model)
+
+
+def model_filter(p: Principal | None) -> Allowed:
+    """The models the caller's key may use, as a test (None: any model, so none is asked about)."""
+    if p is None:
+        return None
+    models = p.permissions.models
+    return None if models is None or "*" in models else p.permissions.allows_model
+
+
+def _needs(ex: Exchange, capability: Capability) -> frozenset[Capability]:
+    """What a model chosen for this request must offer: the endpoint's capability, and
+    streaming, functions or vision when the request uses them."""
+    body = ex.body or {}
+    needs = [capability]
+    if ex.stream:
+        needs.append(Capability.STREAMING)
+    if body.get("tools") or body.get("functions"):
+        needs.append(Capability.FUNCTIONS)
+    if capability is Capability.CHAT and _has_image(body):
+        needs.append(Capability.VISION)
+    return frozenset(needs)
+
+
+def _has_image(body: Json) -> bool:
+    messages = body.get("messages")
+    for m in messages if isinstance(messages, list) else ():
+        content = m.get("content") if isinstance(m, dict) else None
+        if isinstance(content, list) and any(isinstance(c, dict) and c.get("type") == "image_url" for c in content):
+            return True
+    return False
 
 
 class ResolveModel:
     """The public model in the catalogue, which must offer the endpoint's capability; the
-    router (the worker's, or one of its own with the default settings) plans the call."""
+    router (the worker's, or one of its own with the default settings) plans the call.
+    "auto" is `auto`'s choice (routing/auto.py; None: routing.auto is off, and "auto" an
+    ordinary name)."""
 
-    def __init__(self, catalogue: Catalogue, router: Router | None = None) -> None:
+    def __init__(self, catalogue: Catalogue, router: Router | None = None, auto: Auto | None = None) -> None:
         self.catalogue = catalogue
         self.router = router if router is not None else Router(catalogue)
+        self.auto = auto
 
     async def __call__(self, ex: Exchange) -> None:
         if not ex.endpoint.names_model or (ex.endpoint is Endpoint.MODELS and "model" not in (ex.body or {})):
             return  # the listing, or an endpoint without a model
-        ex.model = self.catalogue.resolve(ex.requested_model, ex.endpoint.capability)
+        requested = ex.requested_model
+        if requested == AUTO_MODEL:
+            self._auto(ex)
+            return
+        ex.model = self.catalogue.resolve(requested, ex.endpoint.capability)
+        ex.deployment = ex.model.deployment
+        ex.router = self.router
+
+    def _auto(self, ex: Exchange) -> None:
+        allowed = model_filter(ex.principal)
+        capability = ex.endpoint.capability
+        if self.auto is None:
+            # An ordinary name, which authorize let through unchecked.
+            if allowed is not None and not allowed(AUTO_MODEL):
+                raise _model_denied(AUTO_MODEL)
+            ex.model = self.catalogue.resolve(AUTO_MODEL, capability)
+        elif capability is None:
+            # GetModel: the model service describes "auto"; here only whether this key may see it.
+            self.auto.candidates((), allowed, 1)
+            return
+        else:
+            ex.model = self.auto.choose(_needs(ex, capability), allowed)
         ex.deployment = ex.model.deployment
         ex.router = self.router
 

@@ -12,8 +12,9 @@ class UsageRecord:
     started_at: float
     # chat.completions, completions, embeddings, models, admin.read, ... (Endpoint values).
     endpoint: str
-    # The public model id the client asked for (as sent, when it resolved to none); provider
-    # and upstream_model are the deployment's that served it (a fallback model's, maybe).
+    # The public model id the client asked for (as sent, when it resolved to none; for "auto",
+    # the model that served, else the one it chose first); provider and upstream_model are the
+    # deployment's that served it (a fallback model's, maybe).
     model: str
     provider: str | None
     upstream_model: str | None

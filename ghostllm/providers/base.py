@@ -13,11 +13,16 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ghostllm.config import ModelConfig, ProviderConfig
+from ghostllm.config import DeploymentConfig, ModelConfig, ProviderConfig
 from ghostllm.protocol.endpoints import Endpoint
 from ghostllm.protocol.usage import Usage
+
+if TYPE_CHECKING:
+    # Only the HTTP transport makes them (they hold aiohttp objects); importing it here would
+    # load aiohttp wherever the interface is imported (validating a config, the command line).
+    from ghostllm.providers.transport import Timeouts
 
 Json = dict[str, Any]
 
@@ -30,6 +35,8 @@ class Call:
     request_id: str = ""
     # The catalogue entry of the model called (its defaults and capabilities), set before the call.
     entry: ModelConfig | None = None
+    # The deployment's limits (Provider.timeouts_for, made once per catalogue); None: the provider's.
+    timeouts: Timeouts | None = None
 
 
 @dataclass(slots=True)
@@ -62,6 +69,11 @@ class Provider(ABC):
     @abstractmethod
     async def close(self) -> None:
         """Release connections; in-flight requests have finished by now."""
+
+    def timeouts_for(self, deployment: DeploymentConfig) -> Timeouts | None:
+        """The limits of one deployment on this provider (its own over the provider's), made
+        when the catalogue is built and passed back in each of its calls; None: the provider's."""
+        return None
 
     @abstractmethod
     async def health(self) -> bool: ...

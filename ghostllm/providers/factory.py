@@ -40,11 +40,10 @@ def stream_total_s(config: Config) -> float | None:
     return _before(config.server.request_timeout_s)
 
 
-def stream_silence_s(config: Config, provider: ProviderConfig) -> float:
-    """How long a stream may go silent: the provider's timeout_s, but ended by the worker
-    before Envoy's idle timeout would cut it without an error event."""
-    idle = _before(config.server.stream_idle_timeout_s)
-    return min(provider.timeout_s, idle) if idle is not None else provider.timeout_s
+def stream_silence_s(config: Config) -> float | None:
+    """The longest a stream may go silent whatever its deployment allows (before its first
+    bytes too): ended by the worker before Envoy's idle timeout would cut it without an error event."""
+    return _before(config.server.stream_idle_timeout_s)
 
 
 def make_provider(

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 
-from ghostllm.config import ProviderConfig
+from ghostllm.config import DeploymentConfig, ProviderConfig
 from ghostllm.errors import GhostError, ProviderError
 from ghostllm.protocol.endpoints import Endpoint
 from ghostllm.providers.base import Call, Json, Provider, Reply, StreamBatch
 from ghostllm.providers.translator import Translator
-from ghostllm.providers.transport import HTTPTransport
+from ghostllm.providers.transport import HTTPTransport, Timeouts
 
 
 class HTTPProvider(Provider):
@@ -33,6 +33,9 @@ class HTTPProvider(Provider):
 
     async def close(self) -> None:
         await self.transport.close()
+
+    def timeouts_for(self, deployment: DeploymentConfig) -> Timeouts:
+        return self.transport.resolve(deployment)
 
     async def complete(self, endpoint: Endpoint, body: Json, model: str, call: Call) -> Reply:
         t = self.translator

@@ -3,8 +3,9 @@
 A deployment is a provider plus the name its upstream knows the model by, with its own
 weight and prices; a model has one or more (routing/router.py picks among them). Models
 come from the config merged with the store's (routing/merge.py), plus what providers with
-`discover_models` list; discovery runs once, in the supervisor, and every worker loads the
-same result, so all of them answer /v1/models the same (also in the same order, with the same `created`).
+`discover_models` list; discovery runs in the supervisor (at start, then every
+`catalogue.discovery_interval_s`) and every worker loads the same result, so all of them
+answer /v1/models the same (also in the same order, with the same `created`).
 
 A worker keeps one Catalogue object for its whole life (the pipeline's ResolveModel and
 the model and health services hold it); a reload builds a new one and `replace`s the old
@@ -18,10 +19,14 @@ import logging
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from ghostllm.config import Capability, Config, DeploymentConfig, ModelConfig
 from ghostllm.errors import GhostError, InvalidRequest, ModelNotFound
 from ghostllm.providers.base import Provider
+
+if TYPE_CHECKING:
+    from ghostllm.providers.transport import Timeouts
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +46,9 @@ class Deployment:
     prices: ModelConfig | None = None
     # Input plus output price per 1M tokens: what lowest-cost orders by.
     cost_rank: float = 0.0
+    # Its connect, first-output, idle and total limits over its provider's, made once here and
+    # handed to every call (None: the provider's own).
+    timeouts: Timeouts | None = None
 
 
 def deployment(provider: Provider, model: ModelConfig, d: DeploymentConfig) -> Deployment:
@@ -53,7 +61,13 @@ def deployment(provider: Provider, model: ModelConfig, d: DeploymentConfig) -> D
         )
     key = f"{provider.id}/{d.upstream_model}"
     return Deployment(
-        provider, d.upstream_model, key, d.weight, prices, prices.input_price_per_1m + prices.output_price_per_1m
+        provider,
+        d.upstream_model,
+        key,
+        d.weight,
+        prices,
+        prices.input_price_per_1m + prices.output_price_per_1m,
+        provider.timeouts_for(d),
     )
 
 
@@ -125,31 +139,37 @@ class Catalogue:
 
 
 async def discover(providers: Iterable[Provider], timeout_s: float = 3.0) -> dict[str, list[str]]:
-    """What each provider with `discover_models` lists (a provider that does not answer lists nothing)."""
+    """What each provider with `discover_models` lists, by provider id. One that does not
+    answer is absent (an empty list: it answered, listing nothing), so a caller can keep what
+    it listed last instead of losing its models to a blip."""
 
-    async def one(p: Provider) -> tuple[str, list[str]]:
+    async def one(p: Provider) -> tuple[str, list[str] | None]:
         try:
-            return p.id, await asyncio.wait_for(p.list_models(), timeout=timeout_s)
-        except (GhostError, TimeoutError) as exc:
-            log.info("provider %s: model discovery skipped (%s)", p.id, exc)
-            return p.id, []
+            # asyncio.timeout, not wait_for: a round cancelled at shutdown must end (see ghostllm.background).
+            async with asyncio.timeout(timeout_s):
+                return p.id, await p.list_models()
+        except GhostError as exc:
+            log.info("provider %s: model discovery got no answer (%s)", p.id, exc)
+            return p.id, None
+        except TimeoutError:
+            log.info("provider %s: model discovery got no answer within %g s", p.id, timeout_s)
+            return p.id, None
 
     found = await asyncio.gather(*(one(p) for p in providers if p.config.discover_models))
-    return {pid: names for pid, names in found if names}
+    return {pid: names for pid, names in found if names is not None}
 
 
-def discover_configured(config: Config) -> dict[str, list[str]]:
-    """Run discovery for the configured providers, outside any worker (the supervisor
-    does it once, so every worker serves the same catalogue)."""
+async def discover_configured(config: Config, timeout_s: float = 3.0) -> dict[str, list[str]]:
+    """Discovery for the configured providers, outside any worker (the supervisor runs it, so
+    every worker serves the same catalogue); each provider is built for the round and closed."""
     from ghostllm.providers.factory import make_provider
 
-    async def run() -> dict[str, list[str]]:
-        providers = [make_provider(p) for p in config.providers if p.discover_models]
+    providers = [make_provider(p) for p in config.providers if p.discover_models]
+    if not providers:
+        return {}
+    try:
         for p in providers:
             await p.start()
-        try:
-            return await discover(providers)
-        finally:
-            await asyncio.gather(*(p.close() for p in providers), return_exceptions=True)
-
-    return asyncio.run(run()) if any(p.discover_models for p in config.providers) else {}
+        return await discover(providers, timeout_s)
+    finally:
+        await asyncio.gather(*(p.close() for p in providers), return_exceptions=True)

@@ -82,10 +82,12 @@ class LiveCatalogue:
     ) -> None:
         self.config = config
         self._build = build
-        self._discovered = {k: list(v) for k, v in (discovered or {}).items()}
+        # What the providers with discover_models list, by provider id; replaced when discovery
+        # finds something new (server/catalogue_sync.py), taking effect at the next apply.
+        self.discovered: dict[str, list[str]] = {k: list(v) for k, v in (discovered or {}).items()}
         self.retire_after_s = retire_after_s
         self.providers: dict[str, Provider] = {p.id: build(p) for p in config.providers}
-        self.catalogue = Catalogue(config, self.providers, self._discovered)
+        self.catalogue = Catalogue(config, self.providers, self.discovered)
         self.health = ProviderHealth(self.providers)
         # Replaced providers waiting to be closed, by the task that will close them.
         self._retiring: dict[asyncio.Task[None], Provider] = {}
@@ -109,7 +111,7 @@ class LiveCatalogue:
         try:
             for provider in built:
                 await provider.start()
-            catalogue = Catalogue(merged.config(self.config), fresh, self._discovered)
+            catalogue = Catalogue(merged.config(self.config), fresh, self.discovered)
         except BaseException:
             await asyncio.gather(*(p.close() for p in built), return_exceptions=True)
             raise

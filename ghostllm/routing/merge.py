@@ -7,9 +7,13 @@ store; the store wins.
   stored key, `api_key_env` still applies. A store provider of a new id is added.
 - A store provider with enabled=false removes that provider, and every model it serves.
 - A store model replaces the config model of its id, or is added.
+- A store model brings its deployments, strategy, fallbacks and retries, as a config model
+  does; a deployment whose provider exists nowhere is left out (the model too, when that was
+  its last).
 - What cannot be used is left out with a warning, never the reason a reload fails: a store
   provider whose definition is invalid (the config's, if any, stands), a model with unknown
-  capabilities, a model whose provider exists nowhere.
+  capabilities, strategy or unreadable deployments (a row edited by hand), a model whose
+  provider exists nowhere.
 
 Pure: the worker reads the store and decrypts (server/catalogue_sync.py); this only decides.
 """
@@ -21,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ghostllm.config import CAPABILITIES, Config, ModelConfig, ProviderConfig, parse_config
+from ghostllm.config import CAPABILITIES, STRATEGIES, Config, ModelConfig, ProviderConfig, parse_config
 from ghostllm.errors import ConfigError
 from ghostllm.providers.factory import TRANSLATORS
 
@@ -74,6 +78,12 @@ def _model_problem(m: ModelConfig) -> str | None:
         return f"unknown capabilities {unknown}"
     if not m.capabilities:
         return "no capabilities"
+    if m.strategy not in STRATEGIES:
+        return f"unknown strategy {m.strategy!r}"
+    if any(not d.provider or not d.weight > 0 for d in m.deployments):
+        return "a deployment that cannot be read"
+    if m.retries is not None and not 0 <= m.retries <= 10:
+        return f"retries {m.retries} out of range"
     return None
 
 

@@ -52,7 +52,7 @@ def retry_after_s(value: str | None) -> float | None:
 class DeploymentState:
     """What one worker knows about one deployment."""
 
-    __slots__ = ("circuit", "failures", "in_flight", "key", "latency_ms", "successes", "ttft_ms")
+    __slots__ = ("circuit", "failures", "in_flight", "key", "latency_ms", "successes", "ttft_at", "ttft_ms")
 
     def __init__(self, key: str, circuit: Circuit) -> None:
         self.key = key
@@ -60,6 +60,8 @@ class DeploymentState:
         self.in_flight = 0
         # Moving averages (EWMA) of the time to the first output and to the end, in ms.
         self.ttft_ms: float | None = None
+        # When ttft_ms last took a sample (the router's clock).
+        self.ttft_at = 0.0
         self.latency_ms: float | None = None
         self.successes = 0
         self.failures = 0
@@ -140,7 +142,9 @@ class Router:
         states = self._states
         deployments = model.deployments
         ordered = (
-            order(model.config.strategy, deployments, self._stats, self.rng) if len(deployments) > 1 else deployments
+            order(model.config.strategy, deployments, self._stats, self.rng, now, self.config.latency_stale_s)
+            if len(deployments) > 1
+            else deployments
         )
         soonest: Deployment | None = None
         soonest_at = 0.0
@@ -187,7 +191,11 @@ class Router:
         return st
 
     def first_output(self, st: DeploymentState, elapsed_s: float) -> None:
-        st.ttft_ms = _ewma(st.ttft_ms, elapsed_s * 1000, self.config.latency_alpha)
+        now = self.clock()
+        # A stale average says nothing about now: the new sample replaces it.
+        old = st.ttft_ms if now - st.ttft_at < self.config.latency_stale_s else None
+        st.ttft_ms = _ewma(old, elapsed_s * 1000, self.config.latency_alpha)
+        st.ttft_at = now
 
     def succeeded(self, st: DeploymentState, elapsed_s: float) -> None:
         st.in_flight -= 1

@@ -3,7 +3,8 @@
 - priority: as configured (the first is the primary, the others fail over in order).
 - weighted: weighted random without replacement (weight 0: only after every weighted one).
 - least-latency: lowest moving average of time to first token first (untried ones first, so
-  they get measured).
+  they get measured, and so are those whose average is older than routing.latency_stale_s:
+  one that was slow once gets tried again).
 - least-busy: fewest requests in flight in this worker first.
 - lowest-cost: lowest input + output price per 1M tokens first.
 
@@ -22,6 +23,14 @@ from ghostllm.routing.catalogue import Deployment
 class Stats(Protocol):
     in_flight: int
     ttft_ms: float | None
+    ttft_at: float
+
+
+def fresh_ttft(s: Stats | None, now: float, stale_s: float) -> float | None:
+    """The deployment's time-to-first-token average, or None: never measured, or too long ago."""
+    if s is None or s.ttft_ms is None or now - s.ttft_at >= stale_s:
+        return None
+    return s.ttft_ms
 
 
 def weighted(deployments: Sequence[Deployment], rng: random.Random) -> list[Deployment]:
@@ -53,6 +62,8 @@ def order(
     deployments: Sequence[Deployment],
     stats: Callable[[Deployment], Stats | None],
     rng: random.Random,
+    now: float = 0.0,
+    stale_s: float = float("inf"),
 ) -> list[Deployment]:
     if len(deployments) < 2 or strategy == "priority":
         return list(deployments)
@@ -61,7 +72,7 @@ def order(
     if strategy == "least-busy":
         return sorted(deployments, key=lambda d: s.in_flight if (s := stats(d)) is not None else 0)
     if strategy == "least-latency":
-        return sorted(deployments, key=lambda d: (s.ttft_ms or 0.0) if (s := stats(d)) is not None else 0.0)
+        return sorted(deployments, key=lambda d: fresh_ttft(stats(d), now, stale_s) or 0.0)
     if strategy == "lowest-cost":
         return sorted(deployments, key=lambda d: d.cost_rank)
     raise ValueError(f"unknown routing strategy {strategy!r}")

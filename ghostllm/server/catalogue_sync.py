@@ -13,6 +13,13 @@ A reload reads every provider and model row, decrypts the stored provider keys (
 only; never logged), merges them with the config (routing/merge.py: the store wins) and
 swaps the result in (routing/live.py). A store that cannot be read is logged once and the
 catalogue stays as last loaded; that it answers again is logged too.
+
+The models providers list (discovery) come from `serve`, which asks them again every
+`catalogue.discovery_interval_s` and replaces one file when a list changed
+(server/discovery.py). The loop reads that file every `catalogue.poll_s` (also while pushed
+changes slow the store's poll) and, when its lists changed, rebuilds the
+catalogue from the last merge with the new lists: no store round trip, so a store outage
+does not hold discovered models back.
 """
 
 from __future__ import annotations
@@ -21,7 +28,10 @@ import asyncio
 import contextlib
 import logging
 import time
+from pathlib import Path
 from typing import Any
+
+import orjson
 
 from ghostllm.accounts.cipher import SecretCipher, SecretError
 from ghostllm.accounts.keyring import load_cipher
@@ -32,7 +42,7 @@ from ghostllm.background import pause, stop_task
 from ghostllm.config import Config
 from ghostllm.errors import ConfigError
 from ghostllm.routing.live import LiveCatalogue
-from ghostllm.routing.merge import StoredProvider, merge
+from ghostllm.routing.merge import Merged, StoredProvider, merge
 from ghostllm.store import Store
 
 log = logging.getLogger(__name__)
@@ -50,13 +60,59 @@ TIMEOUT_S = 5.0
 RELOAD_EVERY_S = 60.0
 
 
+class DiscoveredFile:
+    """The supervisor's discovery result ({provider id: [model names]}), parsed again only when
+    its bytes changed. Reading a few KB per poll costs next to nothing and, unlike a stat,
+    cannot miss a rewrite (one may keep the size, a reused inode and, within a clock tick,
+    the mtime)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._last: bytes | None = None
+
+    def read(self) -> dict[str, list[str]] | None:
+        """Its lists when they are new since the last read (the first read included), else None."""
+        if self.path is None:
+            return None
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            log.warning("catalogue: cannot read %s (%s); the discovered models stay as they are", self.path, exc)
+            return None
+        if raw == self._last:
+            return None
+        self._last = raw  # a broken file is said once, not at every poll
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            log.warning("catalogue: %s is not JSON (%s); the discovered models stay as they are", self.path, exc)
+            return None
+        if not isinstance(data, dict):
+            return {}
+        return {str(k): [str(n) for n in v] for k, v in data.items() if isinstance(v, list)}
+
+
 class CatalogueSync:
-    def __init__(self, config: Config, store: Store, live: LiveCatalogue, *, timeout_s: float = TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        live: LiveCatalogue,
+        *,
+        timeout_s: float = TIMEOUT_S,
+        discovered: DiscoveredFile | None = None,
+    ) -> None:
         self.config = config
         self.store = store
         self.live = live
         self.timeout_s = timeout_s
         self.poll_s = config.catalogue.poll_s
+        self.discovered = discovered
+        # The last merge of the store with the config: what a new discovery result is applied to.
+        self._merged: Merged | None = None
+        self._next_poll = 0.0
         self._wake = asyncio.Event()
         self._forced = False
         self._fingerprint: tuple[Any, ...] | None = None
@@ -80,7 +136,8 @@ class CatalogueSync:
         if up:
             self.trigger()
         else:
-            self._wake.set()  # sleep again, on the short interval
+            self._next_poll = 0.0  # poll now, then on the short interval
+            self._wake.set()
 
     async def start(self) -> None:
         """The first load, before the worker serves (so a restarted worker never answers
@@ -92,15 +149,41 @@ class CatalogueSync:
         task, self._task = self._task, None
         await stop_task(task, STOP_S)
 
+    def _sleep_s(self) -> float:
+        until_poll = max(0.0, self._next_poll - time.monotonic())
+        watching = self.discovered is not None and self.discovered.path is not None
+        return min(until_poll, self.config.catalogue.poll_s) if watching else until_poll
+
     async def _run(self) -> None:
         while True:
-            await pause(self._wake, self.poll_s)
+            await pause(self._wake, self._sleep_s())
             self._wake.clear()
+            await self.follow_discovery()
             forced, self._forced = self._forced, False
+            if not forced and time.monotonic() < self._next_poll:
+                continue
             stale = time.monotonic() - self._loaded_at > RELOAD_EVERY_S
             await self._attempt(forced=forced or stale)
 
+    async def follow_discovery(self) -> None:
+        """A new discovery result, applied to the last merge (the config alone until the store
+        has been read)."""
+        found = self.discovered.read() if self.discovered is not None else None
+        if found is None or found == self.live.discovered:
+            return
+        self.live.discovered = found
+        try:
+            changes = await self.live.apply(self._merged or merge(self.config, [], []))
+        except Exception as exc:  # a provider that fails to start: the next reload tries again
+            log.warning("catalogue: discovered models not applied (%s: %s)", type(exc).__name__, exc)
+            return
+        if changes:
+            log.info(
+                "catalogue reloaded (discovery): %s (%d models)", changes.describe(), len(self.live.catalogue.models)
+            )
+
     async def _attempt(self, *, forced: bool) -> None:
+        self._next_poll = time.monotonic() + self.poll_s
         try:
             async with asyncio.timeout(self.timeout_s):
                 await self._check(forced)
@@ -135,6 +218,7 @@ class CatalogueSync:
         models = [m.to_config() for m in await ModelRepository(self.store).list_models()]
         merged = merge(self.config, [p for p in providers if p is not None], models)
         changes = await self.live.apply(merged)
+        self._merged = merged
         self.reloads += 1
         self._loaded_at = time.monotonic()
         # Each problem once, while it lasts (a later reload still having it says nothing new).

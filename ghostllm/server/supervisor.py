@@ -5,7 +5,8 @@ process, which then shuts down in order: workers drain first (Envoy keeps
 relaying their in-flight streams), then Envoy stops. Children also get
 PR_SET_PDEATHSIG, so nothing outlives a supervisor that was killed outright.
 A worker that dies unexpectedly is restarted; Envoy's health checks and retries
-hide the gap from clients.
+hide the gap from clients. Provider model discovery runs here too, so every worker
+serves the same lists (server/discovery.py).
 """
 
 from __future__ import annotations
@@ -27,13 +28,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import orjson
-
 from ghostllm.config import Config
 from ghostllm.server.envoy import envoy_command, write_envoy_config
 
 if TYPE_CHECKING:
     from ghostllm.auth.bootstrap import Bootstrap
+    from ghostllm.server.discovery import Discovery
 
 log = logging.getLogger("ghostllm.serve")
 
@@ -110,6 +110,7 @@ class Supervisor:
     notes: list[str] = field(default_factory=list)
     run_dir: Path | None = None
     bootstrap: Bootstrap | None = None
+    discovery: Discovery | None = None
     _stop_requested: bool = False
 
     def _check_upstreams(self) -> None:
@@ -140,7 +141,7 @@ class Supervisor:
         # Imported here: discovery needs the provider stack, which `serve` needs for nothing else.
         from ghostllm.auth.bootstrap import ensure_admin_sync
         from ghostllm.auth.tokens import load_secret
-        from ghostllm.routing.catalogue import discover_configured
+        from ghostllm.server.discovery import Discovery
         from ghostllm.store.startup import prepare_store_sync
 
         # Before anything starts: SQLite is migrated, a PostgreSQL schema that is not the code's refuses.
@@ -160,9 +161,11 @@ class Supervisor:
         load_secret(self.config.auth.jwt_secret, self.config.server.data_dir)
         if not self.config.auth.enabled:
             log.warning("AUTHENTICATION IS OFF (auth.enabled: false): anyone who reaches the gateway is an admin")
-        # Once here, not per worker: every worker (also a restarted one) serves the same catalogue.
+        # Here, not per worker: every worker (also a restarted one) serves the same catalogue.
+        # The first round before the workers start; later ones while supervising.
         discovered = run_dir / "discovered.json"
-        discovered.write_bytes(orjson.dumps(discover_configured(self.config)))
+        self.discovery = Discovery(self.config, discovered)
+        self.discovery.start()
         for port in ports:
             ready = run_dir / f"worker-{port}.ready"
             ready.unlink(missing_ok=True)
@@ -227,7 +230,10 @@ class Supervisor:
                     w.restarts += 1
                     w.next_start = now + min(10.0, 0.5 * w.restarts)
                     w.start()
-            time.sleep(0.1)
+            if self.discovery is not None:
+                self.discovery.run_for(0.1)  # its background rounds run meanwhile
+            else:
+                time.sleep(0.1)
         return 0
 
     def shutdown(self) -> None:
@@ -252,6 +258,8 @@ class Supervisor:
         for d in self.dev_upstreams:
             if d.proc:
                 _stop(d.proc, signal.SIGTERM, 5)
+        if self.discovery is not None:
+            self.discovery.close()
 
 
 def describe(config: Config, notes: list[str], boot: Bootstrap | None = None) -> str:

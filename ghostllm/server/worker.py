@@ -12,7 +12,6 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import grpc
@@ -39,9 +38,10 @@ from ghostllm.ledger.writer import Ledger
 from ghostllm.limits.limiter import make_limiter
 from ghostllm.providers.base import Provider
 from ghostllm.providers.factory import make_provider, stream_silence_s, stream_total_s
+from ghostllm.routing.auto import Auto
 from ghostllm.routing.live import LiveCatalogue, retire_delay
 from ghostllm.routing.router import Router
-from ghostllm.server.catalogue_sync import CatalogueSync
+from ghostllm.server.catalogue_sync import CatalogueSync, DiscoveredFile
 from ghostllm.server.memory import ReleaseMemory
 from ghostllm.store import make_store
 
@@ -100,22 +100,26 @@ class Worker:
         config: Config,
         port: int,
         host: str = "127.0.0.1",
-        discovered: Mapping[str, Sequence[str]] | None = None,
+        discovered_file: Path | None = None,
         ready_file: Path | None = None,
     ) -> None:
         self.config = config
         self.ready_file = ready_file
         self.address = f"{host}:{port}"
-        limit, total = config.server.max_response_bytes, stream_total_s(config)
+        limit, total, silence = config.server.max_response_bytes, stream_total_s(config), stream_silence_s(config)
 
         def build(p: ProviderConfig) -> Provider:
-            return make_provider(p, limit, total, stream_silence_s(config, p))
+            return make_provider(p, limit, total, silence)
 
-        # The config's providers and models now; the store's merged in by catalogue_sync, in place.
-        self.live = LiveCatalogue(config, build, discovered, retire_after_s=retire_delay(config))
+        # The config's providers and models now, with what serve discovered; the store's merged
+        # in by catalogue_sync, in place, which also follows serve's later discovery rounds.
+        discovered = DiscoveredFile(discovered_file)
+        self.live = LiveCatalogue(config, build, discovered.read(), retire_after_s=retire_delay(config))
         self.providers, self.catalogue = self.live.providers, self.live.catalogue
         # Deployment choice, retries and circuit breaking; its snapshot() serves /status.
         self.router = Router(self.catalogue, config.routing)
+        auto = config.routing.auto
+        self.auto = Auto(self.catalogue, self.router, self.live.health, auto) if auto.enabled else None
         self.sinks: list[Sink] = [ReleaseMemory()]
         if config.server.access_log != "off":
             self.access_log: AccessLog | None = AccessLog(config.server.access_log)
@@ -133,7 +137,7 @@ class Worker:
         self.signer = TokenSigner(load_secret(auth.jwt_secret, config.server.data_dir), auth.token_ttl_s)
         self.last_used = LastUsed(self.accounts, auth.last_used_flush_s)
         self.authenticator = Authenticator(self.accounts, auth, self.signer, self.last_used)
-        self.catalogue_sync = CatalogueSync(config, self.store, self.live)
+        self.catalogue_sync = CatalogueSync(config, self.store, self.live, discovered=discovered)
         self.feed = ChangeFeed(config.redis) if config.redis.url else None
         if self.feed is not None:
             self.feed.on(ACCOUNTS, self.authenticator.clear)
@@ -145,7 +149,8 @@ class Worker:
         rate = Limits(self.limiter)
         self.sinks.append(rate.settle)
         stages: list[Stage] = [
-            Authenticate(self.authenticator), decode_body, authorize, ResolveModel(self.catalogue, self.router), rate
+            Authenticate(self.authenticator), decode_body, authorize,
+            ResolveModel(self.catalogue, self.router, self.auto), rate,
         ]  # fmt: skip
         self.pipeline = Pipeline(stages, self.sinks)
 
@@ -197,6 +202,7 @@ class Worker:
             self.changed,
             self.config,
             self.router,
+            self.auto,
         )
         register(s, deps)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, s)
@@ -251,10 +257,8 @@ class Worker:
         await self.stop()
 
 
-def run_worker(
-    config: Config, port: int, discovered: Mapping[str, Sequence[str]] | None = None, ready_file: Path | None = None
-) -> None:
+def run_worker(config: Config, port: int, discovered_file: Path | None = None, ready_file: Path | None = None) -> None:
     logging.basicConfig(
         level=config.server.log_level, format=f"%(asctime)s worker:{port} %(levelname)s %(name)s: %(message)s"
     )
-    uvloop.run(Worker(config, port, discovered=discovered, ready_file=ready_file).run())
+    uvloop.run(Worker(config, port, discovered_file=discovered_file, ready_file=ready_file).run())

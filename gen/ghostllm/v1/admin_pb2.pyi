@@ -1192,6 +1192,10 @@ class CatalogueModel(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     OWNED_BY_FIELD_NUMBER: _builtins.int
+    DEPLOYMENTS_FIELD_NUMBER: _builtins.int
+    STRATEGY_FIELD_NUMBER: _builtins.int
+    FALLBACKS_FIELD_NUMBER: _builtins.int
+    RETRIES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     provider: _builtins.str
     upstream_model: _builtins.str
@@ -1206,9 +1210,25 @@ class CatalogueModel(_message.Message):
     updated_at: _builtins.str
     owned_by: _builtins.str
     """What /v1/models shows as owned_by ("": the provider's id)."""
+    strategy: _builtins.str
+    """How a request picks among the deployments: priority | weighted | least-latency |
+    least-busy | lowest-cost.
+    """
+    retries: _builtins.int
+    """Retries on one deployment before the next (absent: the gateway's routing.retries)."""
     @_builtins.property
     def capabilities(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """chat, streaming, functions, vision, completions, embeddings"""
+
+    @_builtins.property
+    def deployments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Deployment]:
+        """Every deployment, in order (the single form, provider + upstream_model, is one), each
+        with its upstream model filled in.
+        """
+
+    @_builtins.property
+    def fallbacks(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Other models tried in order when every deployment failed."""
 
     def __init__(
         self,
@@ -1224,21 +1244,76 @@ class CatalogueModel(_message.Message):
         created_at: _builtins.str | None = ...,
         updated_at: _builtins.str | None = ...,
         owned_by: _builtins.str = ...,
+        deployments: _abc.Iterable[Global___Deployment] | None = ...,
+        strategy: _builtins.str = ...,
+        fallbacks: _abc.Iterable[_builtins.str] | None = ...,
+        retries: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_created_at", b"_created_at", "_updated_at", b"_updated_at", "created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_created_at", b"_created_at", "_retries", b"_retries", "_updated_at", b"_updated_at", "created_at", b"created_at", "retries", b"retries", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_created_at", b"_created_at", "_updated_at", b"_updated_at", "capabilities", b"capabilities", "context_length", b"context_length", "created_at", b"created_at", "id", b"id", "input_price_per_1m", b"input_price_per_1m", "output_price_per_1m", b"output_price_per_1m", "owned_by", b"owned_by", "provider", b"provider", "source", b"source", "updated_at", b"updated_at", "upstream_model", b"upstream_model"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_created_at", b"_created_at", "_retries", b"_retries", "_updated_at", b"_updated_at", "capabilities", b"capabilities", "context_length", b"context_length", "created_at", b"created_at", "deployments", b"deployments", "fallbacks", b"fallbacks", "id", b"id", "input_price_per_1m", b"input_price_per_1m", "output_price_per_1m", b"output_price_per_1m", "owned_by", b"owned_by", "provider", b"provider", "retries", b"retries", "source", b"source", "strategy", b"strategy", "updated_at", b"updated_at", "upstream_model", b"upstream_model"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__created_at: _TypeAlias = _typing.Literal["created_at"]  # noqa: Y015
     _WhichOneofArgType__created_at: _TypeAlias = _typing.Literal["_created_at", b"_created_at"]  # noqa: Y015
+    _WhichOneofReturnType__retries: _TypeAlias = _typing.Literal["retries"]  # noqa: Y015
+    _WhichOneofArgType__retries: _TypeAlias = _typing.Literal["_retries", b"_retries"]  # noqa: Y015
     _WhichOneofReturnType__updated_at: _TypeAlias = _typing.Literal["updated_at"]  # noqa: Y015
     _WhichOneofArgType__updated_at: _TypeAlias = _typing.Literal["_updated_at", b"_updated_at"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__created_at) -> _WhichOneofReturnType__created_at | None: ...
     @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__retries) -> _WhichOneofReturnType__retries | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__updated_at) -> _WhichOneofReturnType__updated_at | None: ...
 
 Global___CatalogueModel: _TypeAlias = CatalogueModel  # noqa: Y015
+
+@_typing.final
+class Deployment(_message.Message):
+    """One deployment of a model: a provider and its upstream's name for the model."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    UPSTREAM_MODEL_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
+    INPUT_PRICE_PER_1M_FIELD_NUMBER: _builtins.int
+    OUTPUT_PRICE_PER_1M_FIELD_NUMBER: _builtins.int
+    provider: _builtins.str
+    upstream_model: _builtins.str
+    """"" (or absent): the model's id."""
+    weight: _builtins.float
+    """Weighted routing's share, more than 0 (absent in a request: 1)."""
+    input_price_per_1m: _builtins.float
+    """USD per 1,000,000 tokens for this deployment (absent: the model's)."""
+    output_price_per_1m: _builtins.float
+    def __init__(
+        self,
+        *,
+        provider: _builtins.str = ...,
+        upstream_model: _builtins.str = ...,
+        weight: _builtins.float | None = ...,
+        input_price_per_1m: _builtins.float | None = ...,
+        output_price_per_1m: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_input_price_per_1m", b"_input_price_per_1m", "_output_price_per_1m", b"_output_price_per_1m", "_weight", b"_weight", "input_price_per_1m", b"input_price_per_1m", "output_price_per_1m", b"output_price_per_1m", "weight", b"weight"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_input_price_per_1m", b"_input_price_per_1m", "_output_price_per_1m", b"_output_price_per_1m", "_weight", b"_weight", "input_price_per_1m", b"input_price_per_1m", "output_price_per_1m", b"output_price_per_1m", "provider", b"provider", "upstream_model", b"upstream_model", "weight", b"weight"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__input_price_per_1m: _TypeAlias = _typing.Literal["input_price_per_1m"]  # noqa: Y015
+    _WhichOneofArgType__input_price_per_1m: _TypeAlias = _typing.Literal["_input_price_per_1m", b"_input_price_per_1m"]  # noqa: Y015
+    _WhichOneofReturnType__output_price_per_1m: _TypeAlias = _typing.Literal["output_price_per_1m"]  # noqa: Y015
+    _WhichOneofArgType__output_price_per_1m: _TypeAlias = _typing.Literal["_output_price_per_1m", b"_output_price_per_1m"]  # noqa: Y015
+    _WhichOneofReturnType__weight: _TypeAlias = _typing.Literal["weight"]  # noqa: Y015
+    _WhichOneofArgType__weight: _TypeAlias = _typing.Literal["_weight", b"_weight"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__input_price_per_1m) -> _WhichOneofReturnType__input_price_per_1m | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__output_price_per_1m) -> _WhichOneofReturnType__output_price_per_1m | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__weight) -> _WhichOneofReturnType__weight | None: ...
+
+Global___Deployment: _TypeAlias = Deployment  # noqa: Y015
 
 @_typing.final
 class ListCatalogueModelsRequest(_message.Message):
@@ -1287,17 +1362,32 @@ class CreateCatalogueModelRequest(_message.Message):
     OUTPUT_PRICE_PER_1M_FIELD_NUMBER: _builtins.int
     CAPABILITIES_FIELD_NUMBER: _builtins.int
     OWNED_BY_FIELD_NUMBER: _builtins.int
+    DEPLOYMENTS_FIELD_NUMBER: _builtins.int
+    STRATEGY_FIELD_NUMBER: _builtins.int
+    FALLBACKS_FIELD_NUMBER: _builtins.int
+    RETRIES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     provider: _builtins.str
+    """The single-deployment form: a provider and (optionally) upstream_model; or `deployments`."""
     upstream_model: _builtins.str
     context_length: _builtins.int
     input_price_per_1m: _builtins.float
     output_price_per_1m: _builtins.float
     owned_by: _builtins.str
+    strategy: _builtins.str
+    """Absent: priority."""
+    retries: _builtins.int
+    """0 to 10; absent: the gateway's routing.retries."""
     @_builtins.property
     def capabilities(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Empty: the default set."""
 
+    @_builtins.property
+    def deployments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Deployment]:
+        """Several deployments (instead of provider + upstream_model)."""
+
+    @_builtins.property
+    def fallbacks(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
@@ -1309,10 +1399,14 @@ class CreateCatalogueModelRequest(_message.Message):
         output_price_per_1m: _builtins.float | None = ...,
         capabilities: _abc.Iterable[_builtins.str] | None = ...,
         owned_by: _builtins.str | None = ...,
+        deployments: _abc.Iterable[Global___Deployment] | None = ...,
+        strategy: _builtins.str | None = ...,
+        fallbacks: _abc.Iterable[_builtins.str] | None = ...,
+        retries: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_context_length", b"_context_length", "_input_price_per_1m", b"_input_price_per_1m", "_output_price_per_1m", b"_output_price_per_1m", "_owned_by", b"_owned_by", "_upstream_model", b"_upstream_model", "context_length", b"context_length", "input_price_per_1m", b"input_price_per_1m", "output_price_per_1m", b"output_price_per_1m", "owned_by", b"owned_by", "upstream_model", b"upstream_model"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_context_length", b"_context_length", "_input_price_per_1m", b"_input_price_per_1m", "_output_price_per_1m", b"_output_price_per_1m", "_owned_by", b"_owned_by", "_retries", b"_retries", "_strategy", b"_strategy", "_upstream_model", b"_upstream_model", "context_length", b"context_length", "input_price_per_1m", b"input_price_per_1m", "output_price_per_1m", b"output_price_per_1m", "owned_by", b"owned_by", "retries", b"retries", "strategy", b"strategy", "upstream_model", b"upstream_model"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_context_length", b"_context_length", "_input_price_per_1m", b"_input_price_per_1m", "_output_price_per_1m", b"_output_price_per_1m", "_owned_by", b"_owned_by", "_upstream_model", b"_upstream_model", "capabilities", b"capabilities", "context_length", b"context_length", "id", b"id", "input_price_per_1m", b"input_price_per_1m", "output_price_per_1m", b"output_price_per_1m", "owned_by", b"owned_by", "provider", b"provider", "upstream_model", b"upstream_model"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_context_length", b"_context_length", "_input_price_per_1m", b"_input_price_per_1m", "_output_price_per_1m", b"_output_price_per_1m", "_owned_by", b"_owned_by", "_retries", b"_retries", "_strategy", b"_strategy", "_upstream_model", b"_upstream_model", "capabilities", b"capabilities", "context_length", b"context_length", "deployments", b"deployments", "fallbacks", b"fallbacks", "id", b"id", "input_price_per_1m", b"input_price_per_1m", "output_price_per_1m", b"output_price_per_1m", "owned_by", b"owned_by", "provider", b"provider", "retries", b"retries", "strategy", b"strategy", "upstream_model", b"upstream_model"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__context_length: _TypeAlias = _typing.Literal["context_length"]  # noqa: Y015
     _WhichOneofArgType__context_length: _TypeAlias = _typing.Literal["_context_length", b"_context_length"]  # noqa: Y015
@@ -1322,6 +1416,10 @@ class CreateCatalogueModelRequest(_message.Message):
     _WhichOneofArgType__output_price_per_1m: _TypeAlias = _typing.Literal["_output_price_per_1m", b"_output_price_per_1m"]  # noqa: Y015
     _WhichOneofReturnType__owned_by: _TypeAlias = _typing.Literal["owned_by"]  # noqa: Y015
     _WhichOneofArgType__owned_by: _TypeAlias = _typing.Literal["_owned_by", b"_owned_by"]  # noqa: Y015
+    _WhichOneofReturnType__retries: _TypeAlias = _typing.Literal["retries"]  # noqa: Y015
+    _WhichOneofArgType__retries: _TypeAlias = _typing.Literal["_retries", b"_retries"]  # noqa: Y015
+    _WhichOneofReturnType__strategy: _TypeAlias = _typing.Literal["strategy"]  # noqa: Y015
+    _WhichOneofArgType__strategy: _TypeAlias = _typing.Literal["_strategy", b"_strategy"]  # noqa: Y015
     _WhichOneofReturnType__upstream_model: _TypeAlias = _typing.Literal["upstream_model"]  # noqa: Y015
     _WhichOneofArgType__upstream_model: _TypeAlias = _typing.Literal["_upstream_model", b"_upstream_model"]  # noqa: Y015
     @_typing.overload
@@ -1332,6 +1430,10 @@ class CreateCatalogueModelRequest(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__output_price_per_1m) -> _WhichOneofReturnType__output_price_per_1m | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__owned_by) -> _WhichOneofReturnType__owned_by | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__retries) -> _WhichOneofReturnType__retries | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__strategy) -> _WhichOneofReturnType__strategy | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__upstream_model) -> _WhichOneofReturnType__upstream_model | None: ...
 
@@ -1349,6 +1451,11 @@ class UpdateCatalogueModelRequest(_message.Message):
     OUTPUT_PRICE_PER_1M_FIELD_NUMBER: _builtins.int
     CAPABILITIES_FIELD_NUMBER: _builtins.int
     OWNED_BY_FIELD_NUMBER: _builtins.int
+    DEPLOYMENTS_FIELD_NUMBER: _builtins.int
+    STRATEGY_FIELD_NUMBER: _builtins.int
+    FALLBACKS_FIELD_NUMBER: _builtins.int
+    RETRIES_FIELD_NUMBER: _builtins.int
+    CLEAR_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     provider: _builtins.str
     upstream_model: _builtins.str
@@ -1356,9 +1463,25 @@ class UpdateCatalogueModelRequest(_message.Message):
     input_price_per_1m: _builtins.float
     output_price_per_1m: _builtins.float
     owned_by: _builtins.str
+    strategy: _builtins.str
+    retries: _builtins.int
     @_builtins.property
     def capabilities(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Empty: unchanged."""
+
+    @_builtins.property
+    def deployments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Deployment]:
+        """Replaces every deployment (empty: unchanged). provider and upstream_model change the
+        single form, so they may not come with it, nor be given for a model of several deployments.
+        """
+
+    @_builtins.property
+    def fallbacks(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Replaces the fallbacks (empty: unchanged; to remove them all, clear them)."""
+
+    @_builtins.property
+    def clear(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Set to none: fallbacks, retries."""
 
     def __init__(
         self,
@@ -1371,10 +1494,15 @@ class UpdateCatalogueModelRequest(_message.Message):
         output_price_per_1m: _builtins.float | None = ...,
         capabilities: _abc.Iterable[_builtins.str] | None = ...,
         owned_by: _builtins.str | None = ...,
+        deployments: _abc.Iterable[Global___Deployment] | None = ...,
+        strategy: _builtins.str | None = ...,
+        fallbacks: _abc.Iterable[_builtins.str] | None = ...,
+        retries: _builtins.int | None = ...,
+        clear: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_context_length", b"_context_length", "_input_price_per_1m", b"_input_price_per_1m", "_output_price_per_1m", b"_output_price_per_1m", "_owned_by", b"_owned_by", "_provider", b"_provider", "_upstream_model", b"_upstream_model", "context_length", b"context_length", "input_price_per_1m", b"input_price_per_1m", "output_price_per_1m", b"output_price_per_1m", "owned_by", b"owned_by", "provider", b"provider", "upstream_model", b"upstream_model"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_context_length", b"_context_length", "_input_price_per_1m", b"_input_price_per_1m", "_output_price_per_1m", b"_output_price_per_1m", "_owned_by", b"_owned_by", "_provider", b"_provider", "_retries", b"_retries", "_strategy", b"_strategy", "_upstream_model", b"_upstream_model", "context_length", b"context_length", "input_price_per_1m", b"input_price_per_1m", "output_price_per_1m", b"output_price_per_1m", "owned_by", b"owned_by", "provider", b"provider", "retries", b"retries", "strategy", b"strategy", "upstream_model", b"upstream_model"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_context_length", b"_context_length", "_input_price_per_1m", b"_input_price_per_1m", "_output_price_per_1m", b"_output_price_per_1m", "_owned_by", b"_owned_by", "_provider", b"_provider", "_upstream_model", b"_upstream_model", "capabilities", b"capabilities", "context_length", b"context_length", "id", b"id", "input_price_per_1m", b"input_price_per_1m", "output_price_per_1m", b"output_price_per_1m", "owned_by", b"owned_by", "provider", b"provider", "upstream_model", b"upstream_model"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_context_length", b"_context_length", "_input_price_per_1m", b"_input_price_per_1m", "_output_price_per_1m", b"_output_price_per_1m", "_owned_by", b"_owned_by", "_provider", b"_provider", "_retries", b"_retries", "_strategy", b"_strategy", "_upstream_model", b"_upstream_model", "capabilities", b"capabilities", "clear", b"clear", "context_length", b"context_length", "deployments", b"deployments", "fallbacks", b"fallbacks", "id", b"id", "input_price_per_1m", b"input_price_per_1m", "output_price_per_1m", b"output_price_per_1m", "owned_by", b"owned_by", "provider", b"provider", "retries", b"retries", "strategy", b"strategy", "upstream_model", b"upstream_model"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__context_length: _TypeAlias = _typing.Literal["context_length"]  # noqa: Y015
     _WhichOneofArgType__context_length: _TypeAlias = _typing.Literal["_context_length", b"_context_length"]  # noqa: Y015
@@ -1386,6 +1514,10 @@ class UpdateCatalogueModelRequest(_message.Message):
     _WhichOneofArgType__owned_by: _TypeAlias = _typing.Literal["_owned_by", b"_owned_by"]  # noqa: Y015
     _WhichOneofReturnType__provider: _TypeAlias = _typing.Literal["provider"]  # noqa: Y015
     _WhichOneofArgType__provider: _TypeAlias = _typing.Literal["_provider", b"_provider"]  # noqa: Y015
+    _WhichOneofReturnType__retries: _TypeAlias = _typing.Literal["retries"]  # noqa: Y015
+    _WhichOneofArgType__retries: _TypeAlias = _typing.Literal["_retries", b"_retries"]  # noqa: Y015
+    _WhichOneofReturnType__strategy: _TypeAlias = _typing.Literal["strategy"]  # noqa: Y015
+    _WhichOneofArgType__strategy: _TypeAlias = _typing.Literal["_strategy", b"_strategy"]  # noqa: Y015
     _WhichOneofReturnType__upstream_model: _TypeAlias = _typing.Literal["upstream_model"]  # noqa: Y015
     _WhichOneofArgType__upstream_model: _TypeAlias = _typing.Literal["_upstream_model", b"_upstream_model"]  # noqa: Y015
     @_typing.overload
@@ -1398,6 +1530,10 @@ class UpdateCatalogueModelRequest(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__owned_by) -> _WhichOneofReturnType__owned_by | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__provider) -> _WhichOneofReturnType__provider | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__retries) -> _WhichOneofReturnType__retries | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__strategy) -> _WhichOneofReturnType__strategy | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__upstream_model) -> _WhichOneofReturnType__upstream_model | None: ...
 

@@ -191,8 +191,8 @@ def test_create_team_user_key_round_trip(stack: Stack) -> None:
     assert key["budget_limit"] == 25.5 and key["expires_at"] == "2999-12-31T23:59:59Z" and key["is_active"] is True
     assert "last_used_at" not in key  # never used: none
 
-    # The new key works with the unmodified SDK, and sees only the models it may use.
-    assert models_for(stack, created["key"]) == ["dev-echo"]
+    # The new key works with the unmodified SDK, and sees only the models it may use (and "auto").
+    assert models_for(stack, created["key"]) == ["dev-echo", "auto"]
     with openai.OpenAI(base_url=stack.base_url, api_key=created["key"], max_retries=0) as client:
         assert client.chat.completions.create(model="dev-echo", messages=HELLO).choices[0].message.content
         with pytest.raises(openai.PermissionDeniedError):

@@ -120,7 +120,7 @@ def test_endpoint_not_allowed_is_403(stack: Stack, accounts: Accounts) -> None:
 def test_model_not_allowed_is_403_and_hidden_from_the_listing(stack: Stack, accounts: Accounts) -> None:
     _, key = accounts.key(models=["dev-echo", "dev-embed"])
     with sdk(stack, key) as client:
-        assert {m.id for m in client.models.list()} == {"dev-echo", "dev-embed"}
+        assert {m.id for m in client.models.list()} == {"dev-echo", "dev-embed", "auto"}  # auto: among those
         assert client.models.retrieve("dev-echo").id == "dev-echo"
         for call in (
             lambda: client.chat.completions.create(model="gpt-test", messages=HELLO),
@@ -222,4 +222,4 @@ def test_grpc_codes(stack: Stack, accounts: Accounts) -> None:
         listing = models_pb2_grpc.ModelServiceStub(ch).ListModels(
             models_pb2.ListModelsRequest(), metadata=(("authorization", f"Bearer {key}"),), timeout=30
         )
-    assert [m.id for m in listing.data] == ["dev-echo"]
+    assert [m.id for m in listing.data] == ["dev-echo", "auto"]

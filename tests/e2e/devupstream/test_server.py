@@ -543,6 +543,63 @@ def test_client_disconnect_cancels_stream(upstream: Upstream) -> None:
     assert after["completed_streams"] == before["completed_streams"]
 
 
+def test_429_with_a_chosen_retry_after(upstream: Upstream) -> None:
+    body = {"model": "error-429-after-2", "messages": USER}
+    status, headers, _ = _http(upstream, "POST", "/v1/chat/completions", body)
+    assert (status, headers.get("retry-after")) == (429, "2")
+
+
+def _read_until_reset(sock: socket.socket) -> bytes:
+    raw = b""
+    with pytest.raises(ConnectionResetError):
+        while chunk := sock.recv(65536):
+            raw += chunk
+    return raw
+
+
+def test_reset_after_some_events(upstream: Upstream) -> None:
+    with _raw_request(upstream, {"model": "reset-after-2", "messages": USER, "stream": True}) as sock:
+        raw = _read_until_reset(sock)
+    assert raw.startswith(b"HTTP/1.1 200 OK\r\n") and raw.count(b"data: {") == 2 and b"[DONE]" not in raw
+    with _raw_request(upstream, {"model": "reset-after-2", "messages": USER}) as sock:
+        raw = _read_until_reset(sock)
+    assert _part_of_an_answer(raw)
+
+
+def _part_of_an_answer(raw: bytes) -> bool:
+    """A 200 head and some of the body its content-length announces, not all of it."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    return head.startswith(b"HTTP/1.1 200 OK\r\n") and 0 < len(body) < length
+
+
+def test_stall_after_some_events(upstream: Upstream) -> None:
+    before = _stats(upstream)
+    with _raw_request(upstream, {"model": "stall-after-3", "messages": USER, "stream": True}) as sock:
+        raw = b""
+        while raw.count(b"data: {") < 3:
+            raw += sock.recv(65536)
+        sock.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            sock.recv(1)  # silence, the connection still open
+        assert _stats(upstream)["active_streams"] == before["active_streams"] + 1
+    after = _wait_for(upstream, "cancelled_streams", before["cancelled_streams"] + 1)
+    assert after["cancelled_streams"] == before["cancelled_streams"] + 1
+    assert after["active_streams"] == before["active_streams"]
+    assert raw.count(b"data: {") == 3 and b"[DONE]" not in raw
+
+    with _raw_request(upstream, {"model": "stall-after-3", "messages": USER}) as sock:
+        raw = sock.recv(65536)
+        sock.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            sock.recv(1)
+        assert _part_of_an_answer(raw)
+        assert _stats(upstream)["waiting_requests"] == before["waiting_requests"] + 1
+    after = _wait_for(upstream, "cancelled_requests", before["cancelled_requests"] + 1)
+    assert after["cancelled_requests"] == before["cancelled_requests"] + 1
+    assert after["waiting_requests"] == before["waiting_requests"]
+
+
 def test_paced_stream_ends_in_one_write(upstream: Upstream) -> None:
     """Only generated chunks are paced: the usage chunk and [DONE] come with the last one."""
     body = {"model": "slow-chunks-50", "messages": USER, "stream": True, "stream_options": {"include_usage": True}}

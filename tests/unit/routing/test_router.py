@@ -34,7 +34,7 @@ from ghostllm.protocol.chat import check_chat_request
 from ghostllm.protocol.endpoints import Endpoint
 from ghostllm.protocol.usage import Usage
 from ghostllm.providers.base import Call, Json, Provider, Reply, StreamBatch
-from ghostllm.routing.catalogue import Catalogue
+from ghostllm.routing.catalogue import Catalogue, Deployment
 from ghostllm.routing.circuit import CircuitState
 from ghostllm.routing.router import Router, retry_after_s
 
@@ -343,6 +343,33 @@ def test_least_busy_and_least_latency_through_the_router() -> None:
         router.first_output(st, seconds)
         router.succeeded(st, seconds)
     assert [d.key for _, d in router.plan(fast)] == ["b/fast", "a/fast"]
+
+
+def test_least_latency_tries_a_slow_deployment_again_once_its_average_is_stale() -> None:
+    """A deployment slow once is not avoided for good: after routing.latency_stale_s its average
+    is forgotten, so it comes first again (as if never measured), and its next sample starts a
+    new average instead of being blended into the old one."""
+    cfg = config({"id": "fast", "strategy": "least-latency", "deployments": [{"provider": "a"}, {"provider": "b"}]})
+    now = [1000.0]
+    router = Router(Catalogue(cfg, providers(cfg)), cfg.routing, clock=lambda: now[0])
+    slow, quick = router.catalogue.resolve("fast").deployments
+
+    def sample(d: Deployment, seconds: float) -> None:
+        st = router.begin(d)
+        router.first_output(st, seconds)
+        router.succeeded(st, seconds)
+
+    sample(slow, 2.0)
+    sample(quick, 0.1)
+    model = router.catalogue.resolve("fast")
+    assert [d.key for _, d in router.plan(model)] == ["b/fast", "a/fast"]
+    now[0] += cfg.routing.latency_stale_s - 1
+    sample(quick, 0.1)  # the fast one keeps its average fresh; the slow one's goes stale
+    now[0] += 2
+    assert [d.key for _, d in router.plan(model)] == ["a/fast", "b/fast"]
+    sample(slow, 0.05)  # it recovered: its new average is this sample, not a blend with 2 s
+    assert router.state(slow).ttft_ms == 50.0
+    assert [d.key for _, d in router.plan(model)] == ["a/fast", "b/fast"]
 
 
 # ---------------------------------------------------------------------- cost

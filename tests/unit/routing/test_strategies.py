@@ -23,6 +23,7 @@ def dep(name: str, weight: float = 1.0, cost: float = 0.0) -> Deployment:
 class S:
     in_flight: int = 0
     ttft_ms: float | None = None
+    ttft_at: float = 0.0
 
 
 def test_priority_is_the_configured_order() -> None:
