@@ -107,7 +107,8 @@ def _number(text: str) -> float | None:
 
 
 def deployment_arg(text: str) -> dict[str, Any]:
-    """--deployment PROVIDER[:UPSTREAM_MODEL[:WEIGHT]][,input_price=USD][,output_price=USD].
+    """--deployment PROVIDER[:UPSTREAM_MODEL[:WEIGHT]][,input_price=USD][,output_price=USD][,timeout=S]...
+    (the timeouts: connect_timeout, ttft_timeout, idle_timeout, timeout; seconds).
     Upstream names may contain ':' (llama3:8b): a last part is the weight only when it is a
     number, so a name ending in ':<number>' is given with its weight (ollama:qwen:7:1)."""
     head, *options = text.split(",")
@@ -119,13 +120,25 @@ def deployment_arg(text: str) -> dict[str, Any]:
     found: dict[str, Any] = {"provider": provider, "upstream_model": upstream, "weight": weight}
     for option in options:
         key, eq, value = (part.strip() for part in option.partition("="))
-        price = _number(value)
-        if key not in ("input_price", "output_price") or not eq or price is None:
+        number = _number(value)
+        if key not in DEPLOYMENT_OPTIONS or not eq or number is None:
             raise argparse.ArgumentTypeError(
-                f"{option.strip()!r}: expected input_price=USD or output_price=USD (per 1M tokens)"
+                f"{option.strip()!r}: expected input_price=USD or output_price=USD (per 1M tokens), or "
+                "connect_timeout, ttft_timeout, idle_timeout or timeout=SECONDS"
             )
-        found[f"{key}_per_1m"] = price
+        found[DEPLOYMENT_OPTIONS[key]] = number
     return found
+
+
+# --deployment's options, by the deployment field each sets.
+DEPLOYMENT_OPTIONS = {
+    "input_price": "input_price_per_1m",
+    "output_price": "output_price_per_1m",
+    "connect_timeout": "connect_timeout_s",
+    "ttft_timeout": "ttft_timeout_s",
+    "idle_timeout": "idle_timeout_s",
+    "timeout": "timeout_s",
+}
 
 
 def _listing(config: Config, stored: list[ModelRecord], providers: list[ProviderRecord]) -> list[dict[str, Any]]:
@@ -198,6 +211,7 @@ def _shown(d: dict[str, Any]) -> str:
     """A deployment in a table: its key, and its weight and prices when they are its own."""
     extra = [f"weight {d['weight']:g}"] if d["weight"] != 1 else []
     extra += [f"{k.split('_')[0]} ${d[k]:g}" for k in ("input_price_per_1m", "output_price_per_1m") if d[k] is not None]
+    extra += [f"{k[:-2]} {d[k]:g}s" for k in DEPLOYMENT_OPTIONS.values() if k.endswith("_s") and d.get(k) is not None]
     return f"{d['provider']}/{d['upstream_model']}" + (f" ({', '.join(extra)})" if extra else "")
 
 
@@ -295,10 +309,11 @@ def _model_options(p: argparse.ArgumentParser, *, create: bool) -> None:
         "--deployment",
         action="append",
         type=deployment_arg,
-        metavar="PROVIDER[:UPSTREAM[:WEIGHT]][,input_price=USD][,output_price=USD]",
+        metavar="PROVIDER[:UPSTREAM[:WEIGHT]][,input_price=USD][,output_price=USD][,ttft_timeout=S]...",
         help="one deployment, repeated for several (instead of --provider/--upstream-model"
         + ("" if create else "; replaces them all")
-        + "); a weight is weighted routing's share, prices are per 1M tokens",
+        + "); a weight is weighted routing's share, prices are per 1M tokens; connect_timeout, ttft_timeout, "
+        "idle_timeout and timeout (seconds) override the provider's",
     )
     p.add_argument("--strategy", choices=STRATEGIES, help="how a request picks a deployment (default: priority)")
     p.add_argument(

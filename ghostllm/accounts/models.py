@@ -23,7 +23,7 @@ from typing import Any
 
 from ghostllm.accounts import rows, validation
 from ghostllm.accounts.audit import CLI, Actor, record
-from ghostllm.accounts.records import ModelRecord, deployment_dict
+from ghostllm.accounts.records import TIMEOUT_FIELDS, ModelRecord, deployment_dict
 from ghostllm.accounts.repository import UNSET, Unset
 from ghostllm.accounts.writes import update, write
 from ghostllm.config import CAPABILITIES, STRATEGIES, Capability, DeploymentConfig, ModelConfig
@@ -139,9 +139,22 @@ def check_deployment(where: str, d: DeploymentConfig) -> DeploymentConfig:
                 ("output_price_per_1m", d.output_price_per_1m),
             )
         ]
+        timeouts = {name: _timeout(name, getattr(d, name)) for name in TIMEOUT_FIELDS}
     except InvalidRequest as exc:
         raise _within(where, exc) from None
-    return DeploymentConfig(provider, upstream, _weight(f"{where}.weight", d.weight), prices[0], prices[1])
+    return DeploymentConfig(provider, upstream, _weight(f"{where}.weight", d.weight), prices[0], prices[1], **timeouts)
+
+
+# A deployment's timeouts are seconds, at most this (a day: longer is a typo, not a limit).
+MAX_TIMEOUT_S = 86_400.0
+
+
+def _timeout(name: str, value: float | None) -> float | None:
+    if value is None:
+        return None
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value <= MAX_TIMEOUT_S:
+        raise _bad(name, f"expected seconds, more than 0 and at most {MAX_TIMEOUT_S:g} (or absent: the provider's)")
+    return float(value)
 
 
 def check_deployments(model_id: str, value: Sequence[DeploymentConfig]) -> tuple[DeploymentConfig, ...]:

@@ -196,7 +196,15 @@ AuditPage = Page[AuditEntry]
 
 # What the store keeps of a deployment (the `deployments` column's keys); the config's other
 # deployment settings are the YAML's alone.
-DEPLOYMENT_FIELDS = ("provider", "upstream_model", "weight", "input_price_per_1m", "output_price_per_1m")
+TIMEOUT_FIELDS = ("connect_timeout_s", "ttft_timeout_s", "idle_timeout_s", "timeout_s")
+DEPLOYMENT_FIELDS = (
+    "provider",
+    "upstream_model",
+    "weight",
+    "input_price_per_1m",
+    "output_price_per_1m",
+    *TIMEOUT_FIELDS,
+)
 
 
 def deployment_dict(d: DeploymentConfig) -> dict[str, Any]:

@@ -11,7 +11,16 @@ from typing import Any
 
 from ghostllm.accounts.cipher import key_id_of
 from ghostllm.accounts.permissions import Permissions
-from ghostllm.accounts.records import ApiKey, AuditEntry, ModelRecord, ProviderRecord, Role, Team, User
+from ghostllm.accounts.records import (
+    TIMEOUT_FIELDS,
+    ApiKey,
+    AuditEntry,
+    ModelRecord,
+    ProviderRecord,
+    Role,
+    Team,
+    User,
+)
 from ghostllm.config import DeploymentConfig
 
 TEAM_COLUMNS = (
@@ -208,15 +217,15 @@ def _deployment(value: Any) -> DeploymentConfig:
     if not isinstance(value, dict) or not isinstance(value.get("provider"), str):
         return _UNREADABLE
     try:
-        prices = [
-            None if value.get(k) is None else float(value[k]) for k in ("input_price_per_1m", "output_price_per_1m")
-        ]
+        optional = {
+            k: None if value.get(k) is None else float(value[k])
+            for k in ("input_price_per_1m", "output_price_per_1m", *TIMEOUT_FIELDS)
+        }
         return DeploymentConfig(
             provider=value["provider"],
             upstream_model=str(value.get("upstream_model") or ""),
             weight=float(value.get("weight", 1.0)),
-            input_price_per_1m=prices[0],
-            output_price_per_1m=prices[1],
+            **optional,
         )
     except (TypeError, ValueError):
         return _UNREADABLE

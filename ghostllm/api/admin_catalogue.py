@@ -22,7 +22,7 @@ from ghostllm.accounts.cipher import SecretCipher
 from ghostllm.accounts.keyring import load_cipher
 from ghostllm.accounts.models import ModelRepository, check_deployments, check_fallbacks, check_id
 from ghostllm.accounts.providers import ProviderRepository
-from ghostllm.accounts.records import ModelRecord, ProviderRecord
+from ghostllm.accounts.records import TIMEOUT_FIELDS, ModelRecord, ProviderRecord
 from ghostllm.accounts.repository import UNSET, Unset
 from ghostllm.api import admin_messages as msg
 from ghostllm.api.admin_access import actor, admitted
@@ -110,6 +110,7 @@ def deployments_given(request: Any) -> list[DeploymentConfig]:
             weight=d.weight if d.HasField("weight") else 1.0,
             input_price_per_1m=msg.optional(d, "input_price_per_1m"),
             output_price_per_1m=msg.optional(d, "output_price_per_1m"),
+            **{name: msg.optional(d, name) for name in TIMEOUT_FIELDS},
         )
         for d in request.deployments
     ]

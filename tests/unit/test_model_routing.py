@@ -15,7 +15,7 @@ import pytest
 
 from ghostllm.accounts import rows
 from ghostllm.accounts.models import check_deployments, check_fallbacks, check_retries, check_strategy
-from ghostllm.accounts.records import ModelRecord
+from ghostllm.accounts.records import ModelRecord, deployment_dict
 from ghostllm.api import admin_messages as msg
 from ghostllm.api.admin_catalogue import catalogue_model, configured_model, deployments_given
 from ghostllm.cli_models import deployment_arg
@@ -68,6 +68,20 @@ def record(**fields: Any) -> ModelRecord:
 # ---------------------------------------------------------------------------------- rules
 
 
+def test_a_deployments_own_timeouts_are_kept_through_the_store_and_the_api() -> None:
+    given = D("openai", "gpt-4o", 2, ttft_timeout_s=5, idle_timeout_s=2.5)
+    [checked] = check_deployments("m", [given])
+    assert (checked.ttft_timeout_s, checked.idle_timeout_s, checked.timeout_s) == (5.0, 2.5, None)
+    cell = json.dumps([deployment_dict(checked)])
+    assert rows._deployments(cell) == (checked,)
+    request = admin_pb2.CreateCatalogueModelRequest(id="m", deployments=[admin_pb2.Deployment(
+        provider="openai", upstream_model="gpt-4o", ttft_timeout_s=5, idle_timeout_s=2.5)])  # fmt: skip
+    assert deployments_given(request)[0].ttft_timeout_s == 5.0
+    assert deployment_arg("openai:gpt-4o,ttft_timeout=5,timeout=60") == {
+        "provider": "openai", "upstream_model": "gpt-4o", "weight": 1.0, "ttft_timeout_s": 5.0, "timeout_s": 60.0,
+    }  # fmt: skip
+
+
 def test_good_deployments_come_back_checked() -> None:
     given = [D("openai", "gpt-4o", 3), D("azure", "", 1, input_price_per_1m=2, output_price_per_1m=None)]
     checked = check_deployments("m", given)
@@ -90,6 +104,8 @@ def test_good_deployments_come_back_checked() -> None:
         ([D("openai", weight=True)], "deployments[0].weight", "a number"),
         ([D("openai", input_price_per_1m=-1)], "deployments[0].input_price_per_1m", "from 0"),
         ([D("openai", "m"), D("openai", "")], "deployments[1]", "listed twice"),
+        ([D("openai", ttft_timeout_s=0)], "deployments[0].ttft_timeout_s", "more than 0"),
+        ([D("openai", timeout_s=10**9)], "deployments[0].timeout_s", "at most 86400"),
     ],
 )
 def test_bad_deployments_are_400s_naming_the_field(given: Any, param: str, words: str) -> None:
@@ -154,6 +170,10 @@ def test_a_record_becomes_the_config_model_the_catalogue_takes() -> None:
         "weight": 3,
         "input_price_per_1m": None,
         "output_price_per_1m": None,
+        "connect_timeout_s": None,
+        "ttft_timeout_s": None,
+        "idle_timeout_s": None,
+        "timeout_s": None,
     }
     assert data["fallbacks"] == ["gpt"] and data["strategy"] == "weighted" and data["retries"] is None
 
@@ -257,6 +277,6 @@ def test_deployment_argument(text: str, parsed: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("text", ["openai:gpt,weight=3", "openai:gpt,input_price=cheap", "openai:gpt,input_price"])
-def test_deployment_argument_options_are_prices_only(text: str) -> None:
-    with pytest.raises(argparse.ArgumentTypeError, match="input_price=USD or output_price=USD"):
+def test_deployment_argument_options_are_prices_and_timeouts_only(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match=r"input_price=USD or output_price=USD .* timeout=SECONDS"):
         deployment_arg(text)

@@ -1279,6 +1279,10 @@ class Deployment(_message.Message):
     WEIGHT_FIELD_NUMBER: _builtins.int
     INPUT_PRICE_PER_1M_FIELD_NUMBER: _builtins.int
     OUTPUT_PRICE_PER_1M_FIELD_NUMBER: _builtins.int
+    CONNECT_TIMEOUT_S_FIELD_NUMBER: _builtins.int
+    TTFT_TIMEOUT_S_FIELD_NUMBER: _builtins.int
+    IDLE_TIMEOUT_S_FIELD_NUMBER: _builtins.int
+    TIMEOUT_S_FIELD_NUMBER: _builtins.int
     provider: _builtins.str
     upstream_model: _builtins.str
     """"" (or absent): the model's id."""
@@ -1287,6 +1291,13 @@ class Deployment(_message.Message):
     input_price_per_1m: _builtins.float
     """USD per 1,000,000 tokens for this deployment (absent: the model's)."""
     output_price_per_1m: _builtins.float
+    connect_timeout_s: _builtins.float
+    """Seconds, more than 0 (absent: the provider's): to connect, to the first output (a whole
+    non-streaming answer), of silence between two stream reads, and in all.
+    """
+    ttft_timeout_s: _builtins.float
+    idle_timeout_s: _builtins.float
+    timeout_s: _builtins.float
     def __init__(
         self,
         *,
@@ -1295,21 +1306,41 @@ class Deployment(_message.Message):
         weight: _builtins.float | None = ...,
         input_price_per_1m: _builtins.float | None = ...,
         output_price_per_1m: _builtins.float | None = ...,
+        connect_timeout_s: _builtins.float | None = ...,
+        ttft_timeout_s: _builtins.float | None = ...,
+        idle_timeout_s: _builtins.float | None = ...,
+        timeout_s: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_input_price_per_1m", b"_input_price_per_1m", "_output_price_per_1m", b"_output_price_per_1m", "_weight", b"_weight", "input_price_per_1m", b"input_price_per_1m", "output_price_per_1m", b"output_price_per_1m", "weight", b"weight"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_connect_timeout_s", b"_connect_timeout_s", "_idle_timeout_s", b"_idle_timeout_s", "_input_price_per_1m", b"_input_price_per_1m", "_output_price_per_1m", b"_output_price_per_1m", "_timeout_s", b"_timeout_s", "_ttft_timeout_s", b"_ttft_timeout_s", "_weight", b"_weight", "connect_timeout_s", b"connect_timeout_s", "idle_timeout_s", b"idle_timeout_s", "input_price_per_1m", b"input_price_per_1m", "output_price_per_1m", b"output_price_per_1m", "timeout_s", b"timeout_s", "ttft_timeout_s", b"ttft_timeout_s", "weight", b"weight"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_input_price_per_1m", b"_input_price_per_1m", "_output_price_per_1m", b"_output_price_per_1m", "_weight", b"_weight", "input_price_per_1m", b"input_price_per_1m", "output_price_per_1m", b"output_price_per_1m", "provider", b"provider", "upstream_model", b"upstream_model", "weight", b"weight"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_connect_timeout_s", b"_connect_timeout_s", "_idle_timeout_s", b"_idle_timeout_s", "_input_price_per_1m", b"_input_price_per_1m", "_output_price_per_1m", b"_output_price_per_1m", "_timeout_s", b"_timeout_s", "_ttft_timeout_s", b"_ttft_timeout_s", "_weight", b"_weight", "connect_timeout_s", b"connect_timeout_s", "idle_timeout_s", b"idle_timeout_s", "input_price_per_1m", b"input_price_per_1m", "output_price_per_1m", b"output_price_per_1m", "provider", b"provider", "timeout_s", b"timeout_s", "ttft_timeout_s", b"ttft_timeout_s", "upstream_model", b"upstream_model", "weight", b"weight"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__connect_timeout_s: _TypeAlias = _typing.Literal["connect_timeout_s"]  # noqa: Y015
+    _WhichOneofArgType__connect_timeout_s: _TypeAlias = _typing.Literal["_connect_timeout_s", b"_connect_timeout_s"]  # noqa: Y015
+    _WhichOneofReturnType__idle_timeout_s: _TypeAlias = _typing.Literal["idle_timeout_s"]  # noqa: Y015
+    _WhichOneofArgType__idle_timeout_s: _TypeAlias = _typing.Literal["_idle_timeout_s", b"_idle_timeout_s"]  # noqa: Y015
     _WhichOneofReturnType__input_price_per_1m: _TypeAlias = _typing.Literal["input_price_per_1m"]  # noqa: Y015
     _WhichOneofArgType__input_price_per_1m: _TypeAlias = _typing.Literal["_input_price_per_1m", b"_input_price_per_1m"]  # noqa: Y015
     _WhichOneofReturnType__output_price_per_1m: _TypeAlias = _typing.Literal["output_price_per_1m"]  # noqa: Y015
     _WhichOneofArgType__output_price_per_1m: _TypeAlias = _typing.Literal["_output_price_per_1m", b"_output_price_per_1m"]  # noqa: Y015
+    _WhichOneofReturnType__timeout_s: _TypeAlias = _typing.Literal["timeout_s"]  # noqa: Y015
+    _WhichOneofArgType__timeout_s: _TypeAlias = _typing.Literal["_timeout_s", b"_timeout_s"]  # noqa: Y015
+    _WhichOneofReturnType__ttft_timeout_s: _TypeAlias = _typing.Literal["ttft_timeout_s"]  # noqa: Y015
+    _WhichOneofArgType__ttft_timeout_s: _TypeAlias = _typing.Literal["_ttft_timeout_s", b"_ttft_timeout_s"]  # noqa: Y015
     _WhichOneofReturnType__weight: _TypeAlias = _typing.Literal["weight"]  # noqa: Y015
     _WhichOneofArgType__weight: _TypeAlias = _typing.Literal["_weight", b"_weight"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__connect_timeout_s) -> _WhichOneofReturnType__connect_timeout_s | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__idle_timeout_s) -> _WhichOneofReturnType__idle_timeout_s | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__input_price_per_1m) -> _WhichOneofReturnType__input_price_per_1m | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__output_price_per_1m) -> _WhichOneofReturnType__output_price_per_1m | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__timeout_s) -> _WhichOneofReturnType__timeout_s | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__ttft_timeout_s) -> _WhichOneofReturnType__ttft_timeout_s | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__weight) -> _WhichOneofReturnType__weight | None: ...
 

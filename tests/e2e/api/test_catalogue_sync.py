@@ -27,6 +27,7 @@ from ghostllm.cluster.changes import CATALOGUE, ChangeFeed
 from ghostllm.config import Config, RedisConfig, parse_config
 from ghostllm.store import Store, make_store
 from ghostllm.v1 import models_pb2, models_pb2_grpc
+from tests.support import poll
 from tests.support.auth import ADMIN_KEY, METADATA
 from tests.support.http import request, upstream_last_request
 from tests.support.procs import ROOT, Stack, Upstream, dev_upstream, stack_config, start_stack, stop
@@ -40,14 +41,7 @@ HELLO = [{"role": "user", "content": "Hello"}]
 
 
 def eventually(check: Callable[[], T], within_s: float = WITHIN_S) -> T:
-    """The first truthy value of `check`, polled until `within_s` has passed."""
-    deadline = time.monotonic() + within_s
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"not seen within {within_s} s (last: {value!r})"
-        time.sleep(0.1)
+    return poll.eventually(check, within_s)
 
 
 @pytest.fixture

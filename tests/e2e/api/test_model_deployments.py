@@ -14,7 +14,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +24,7 @@ import pytest
 from google.protobuf import struct_pb2
 
 from ghostllm.v1 import admin_pb2, admin_pb2_grpc, chat_pb2, chat_pb2_grpc, openai_pb2
+from tests.support import poll
 from tests.support.auth import METADATA, authorized
 from tests.support.http import Reply, check_error, request
 from tests.support.procs import ROOT, Stack, Upstream, dev_upstream, running_stack, stack_config
@@ -41,14 +41,7 @@ DEAD, DEV, SHORT = (
 
 
 def eventually(check: Callable[[], T], within_s: float = WITHIN_S) -> T:
-    """The first truthy value of `check`, polled until `within_s` has passed."""
-    deadline = time.monotonic() + within_s
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"not seen within {within_s} s (last: {value!r})"
-        time.sleep(0.1)
+    return poll.eventually(check, within_s)
 
 
 def unique(prefix: str) -> str:
@@ -146,6 +139,19 @@ def test_two_deployments_fail_over_in_priority_order_and_changes_reach_every_wor
     assert trail[0]["detail"]["strategy"] == "weighted" and trail[-1]["detail"]["deployments"][0]["provider"] == "dead"
     ok(api(stack, f"/admin/models/{model}", method="DELETE"))
     eventually(lambda: served_by(stack)(model) == [None, None])
+
+
+def test_a_stored_deployments_own_time_to_first_token_limit_fails_over(stack: Stack) -> None:
+    """A deployment that accepts and never answers (the dev upstream's "hang") with its own
+    1 s ttft_timeout_s (its provider allows 600 s): the request fails over to the next one."""
+    model = unique("slow-first")
+    hang = {"provider": "dev", "upstream_model": "hang", "ttft_timeout_s": 1}
+    created = ok(api(stack, "/admin/models", {"id": model, "deployments": [hang, DEV], "capabilities": ["chat"]}))
+    assert created["deployments"][0]["ttft_timeout_s"] == 1 and "ttft_timeout_s" not in created["deployments"][1]
+    eventually(lambda: on_every_worker(stack, model, "dev/dev-echo"))
+    reply = chat(stack, model)
+    assert reply.status == 200 and reply.headers[HEADER] == "dev/dev-echo"
+    ok(api(stack, f"/admin/models/{model}", method="DELETE"))
 
 
 def test_fallbacks_answer_when_every_deployment_failed_and_can_be_cleared(stack: Stack) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import http.server
 import json
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ import openai
 import pytest
 
 from ghostllm.v1 import models_pb2, models_pb2_grpc
+from tests.support import poll
 from tests.support.auth import ADMIN_KEY, METADATA
 from tests.support.procs import Stack, free_port, server_config, start_stack, stop
 
@@ -30,13 +30,7 @@ WITHIN_S = 20.0  # rounds every 0.5 s and a 1.5 s poll; the bound only stops a b
 
 
 def eventually(check: Callable[[], T], within_s: float = WITHIN_S) -> T:
-    deadline = time.monotonic() + within_s
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"not seen within {within_s} s (last: {value!r})"
-        time.sleep(0.1)
+    return poll.eventually(check, within_s)
 
 
 @dataclass

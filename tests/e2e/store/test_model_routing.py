@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from ghostllm.accounts.models import ModelRepository
+from ghostllm.accounts.records import TIMEOUT_FIELDS
 from ghostllm.config import DeploymentConfig, StoreConfig
 from ghostllm.errors import InvalidRequest
 from ghostllm.store import Store, load_migrations, make_store
@@ -18,6 +19,9 @@ from tests.e2e.store.test_models import audit, dump, with_repo
 
 D = DeploymentConfig
 TWO = [D("openai", "gpt-4o", 3), D("azure", "gpt-4o-prod", 1, input_price_per_1m=2.0)]
+
+# A deployment that sets none of its own timeouts (its provider's apply).
+NO_TIMEOUTS = dict.fromkeys(TIMEOUT_FIELDS)
 
 
 def test_deployments_strategy_fallbacks_and_retries_round_trip_with_audit_rows(store_config: StoreConfig) -> None:
@@ -67,6 +71,7 @@ def test_deployments_strategy_fallbacks_and_retries_round_trip_with_audit_rows(s
             "weight": 1.0,
             "input_price_per_1m": 2.0,
             "output_price_per_1m": None,
+            **NO_TIMEOUTS,
         }
         assert trail[1][2] == {
             "via": "cli",
@@ -78,6 +83,7 @@ def test_deployments_strategy_fallbacks_and_retries_round_trip_with_audit_rows(s
                     "weight": 1.0,
                     "input_price_per_1m": None,
                     "output_price_per_1m": None,
+                    **NO_TIMEOUTS,
                 }
             ],
         }
