@@ -27,11 +27,13 @@ from bench.adapters import adapters
 from bench.analytics import analytics
 from bench.governance import governance
 from bench.large_bodies import large_bodies
+from bench.metrics import metrics_cost
 from bench.procs import PACED_MODEL, Stack, stack_config, start_stack
 from bench.report import ratio, section, table
 from bench.routing import routing_cost
 from bench.soak import soak
 from bench.streaming import StreamResult, run_streams
+from bench.tracing import tracing_cost
 from bench.wrk import WrkResult, run_wrk
 from tests.support.procs import Upstream, dev_upstream
 
@@ -339,6 +341,9 @@ def summary(results: dict[str, Any], cores: int) -> str:
     rc = results.get("routing")
     if rc:
         items.append(("routing per request (2 weighted deployments)", f"{rc['routing_us']:.1f} us", "<= 20 us"))
+    mc = results.get("metrics")
+    if mc:
+        items.append(("metrics per request (sink + its share of the 1 s push)", f"{mc['total_us']:.1f} us", "<= 20 us"))
     ad = results.get("adapters")
     if ad:
         # Azure is the OpenAI format through an emulator like the others: the fair baseline.
@@ -443,6 +448,43 @@ def run(args: argparse.Namespace) -> int:
                     'the attempt\'s bookkeeping; `model: "auto"` choosing among 11 models)',
                     ["stage", "us per request"],
                     [["routing (2 weighted deployments)", rc["routing_us"]], ['model "auto" (choice)', rc["auto_us"]]],
+                )
+            )
+            results["metrics"] = mc = metrics_cost()
+            section(
+                table(
+                    "4d. metrics  (in-process, prometheus-client in multiprocess mode: the sink and the streams "
+                    f"stage per request; the push of one second's totals at {mc['rate']:.0f} req/s over 8 label "
+                    "sets, spread over them; and, for comparison, updating prometheus-client from the sink)",
+                    ["part", "us per request"],
+                    [
+                        ["sink (tally + streams in flight)", mc["sink_us"]],
+                        ["push, once a second (its share)", mc["flush_us_per_request"]],
+                        ["total", mc["total_us"]],
+                        ["instead: prometheus-client updates per request", mc["direct_us"]],
+                    ],
+                )
+            )
+            results["tracing"] = tc = tracing_cost()
+            tracing_rows: list[list[report.Cell]] = [
+                ["overhead header (computed and formatted)", tc["overhead_header_us"], tc["overhead_header_us"]]
+            ]
+            tracing_rows += [
+                [label, tc[f"unary_{key}_us"], tc[f"stream_{key}_us"]]
+                for label, key in (
+                    ("tracing off", "off"),
+                    ("tracing off, caller's traceparent", "off_traceparent"),
+                    ("tracing on, not sampled", "unsampled"),
+                    ("tracing on, sampled", "on"),
+                )
+            ]
+            section(
+                table(
+                    "4e. overhead header and tracing  (in-process, CPU per chat request through the pipeline: "
+                    "unary, and a stream of 11 batches; the x-ghostllm-overhead-ms value alone; tracing off, "
+                    "off with a caller's traceparent, on but not sampled, on and sampled with OTLP encoding)",
+                    ["case", "unary us", "stream us"],
+                    tracing_rows,
                 )
             )
             parts: list[tuple[str, Callable[[], Any]]] = [

@@ -9,9 +9,9 @@ the store's with `GHOSTLLM_STORE_<KEY>` (`DATABASE_URL` counts as `GHOSTLLM_STOR
 when that is unset), the accounts' with `GHOSTLLM_ACCOUNTS_<KEY>`, auth's with
 `GHOSTLLM_AUTH_<KEY>`, the limits' with `GHOSTLLM_LIMITS_<KEY>`, Redis's with
 `GHOSTLLM_REDIS_<KEY>` (`REDIS_URL` accepted), the catalogue's with `GHOSTLLM_CATALOGUE_<KEY>`,
-routing's with `GHOSTLLM_ROUTING_<KEY>`, so a deployment can change ports or base URLs
-without editing the file. A list given in the environment is comma-separated; `id` and
-mappings (`headers`) are YAML only.
+routing's with `GHOSTLLM_ROUTING_<KEY>`, tracing's with `GHOSTLLM_TRACING_<KEY>`, so a
+deployment can change ports or base URLs without editing the file. A list given in the
+environment is comma-separated; `id` and mappings (`headers`) are YAML only.
 
 The sections are dataclasses and the loader walks their fields generically: a
 new setting is a new field, a new section a new dataclass field. An unknown key
@@ -77,11 +77,14 @@ class CORSConfig:
     # PATCH, PUT and DELETE: the admin API.
     allow_methods: tuple[str, ...] = ("GET", "POST", "PATCH", "PUT", "DELETE", "OPTIONS")
     # Besides our own, what the openai JS SDK sends from a browser (its x-stainless-*
-    # platform, retry, timeout and helper headers, user-agent, organization/project).
+    # platform, retry, timeout and helper headers, user-agent, organization/project), and
+    # W3C trace context (what browser tracing instrumentation adds).
     allow_headers: tuple[str, ...] = (
         "authorization",
         "content-type",
         "x-request-id",
+        "traceparent",
+        "tracestate",
         "openai-organization",
         "openai-project",
         "user-agent",
@@ -95,7 +98,8 @@ class CORSConfig:
         "x-stainless-runtime-version",
         "x-stainless-timeout",
     )
-    # What browser scripts may read: the request id, and the rate-limit headers OpenAI clients use.
+    # What browser scripts may read: the request id, the rate-limit headers OpenAI clients use, and
+    # ours (the deployment that served, the gateway's own overhead).
     expose_headers: tuple[str, ...] = (
         "x-request-id",
         "retry-after",
@@ -105,6 +109,8 @@ class CORSConfig:
         "x-ratelimit-limit-tokens",
         "x-ratelimit-remaining-tokens",
         "x-ratelimit-reset-tokens",
+        "x-ghostllm-deployment",
+        "x-ghostllm-overhead-ms",
     )
     max_age_s: int = 86400
     allow_credentials: bool = False
@@ -120,6 +126,8 @@ class ServerConfig:
     rest_port: int = 8080
     grpc_port: int = 50051
     admin_port: int = 9901
+    # Prometheus exposition (GET /metrics) for every worker and Envoy, on `host`; 0: no metrics.
+    metrics_port: int = 9090
     # 0 means "derive from the cores".
     workers: int = 0
     # Each worker gets its own port (Envoy round-robins; SO_REUSEPORT would
@@ -321,6 +329,24 @@ class RoutingConfig:
     auto: AutoConfig = field(default_factory=AutoConfig)
 
 
+@dataclass(frozen=True)
+class TracingConfig:
+    """OpenTelemetry tracing (ghostllm/tracing/): spans exported over OTLP/HTTP (protobuf)."""
+
+    # Off: no span is made and nothing is exported; a client's traceparent is still passed upstream.
+    enabled: bool = False
+    # The collector's OTLP/HTTP address: a base URL (http://collector:4318, /v1/traces is added) or
+    # the traces URL itself. Empty: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, else OTEL_EXPORTER_OTLP_ENDPOINT
+    # (+ /v1/traces), else http://localhost:4318/v1/traces.
+    endpoint: str = ""
+    service_name: str = "ghostllm"
+    # The share of new traces recorded; a request whose caller sent a traceparent follows its sampled flag.
+    sample_ratio: float = 1.0
+    # Sent with every export (YAML only). A secret (a collector's token) belongs in
+    # OTEL_EXPORTER_OTLP_HEADERS, which is read too; these win over it.
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
 def default_store_url(data_dir: str) -> str:
     return f"{SQLITE_PREFIX}{Path(data_dir) / 'ghostllm.db'}"
 
@@ -443,6 +469,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     catalogue: CatalogueConfig = field(default_factory=CatalogueConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
+    tracing: TracingConfig = field(default_factory=TracingConfig)
     providers: tuple[ProviderConfig, ...] = ()
     models: tuple[ModelConfig, ...] = ()
     # The file it was read from: set by the loader, not a YAML key.
@@ -617,6 +644,8 @@ def _validate(config: Config) -> None:
         raise ConfigError("server.access_log: expected stdout, off or a file path")
     if not config.server.data_dir:
         raise ConfigError("server.data_dir: expected a directory")
+    if not 0 <= config.server.metrics_port <= 65535:
+        raise ConfigError("server.metrics_port: expected a port (0: no metrics)")
     url = config.store.url
     if not (url.startswith(POSTGRES_PREFIXES) or (url.startswith(SQLITE_PREFIX) and len(url) > len(SQLITE_PREFIX))):
         raise ConfigError("store.url: expected postgresql://... or sqlite:///path")
@@ -667,6 +696,7 @@ def _validate(config: Config) -> None:
             )
     _validate_retries(config.routing)
     _validate_auto(config.routing.auto, config.models)
+    _validate_tracing(config.tracing)
     ids = {p.id for p in config.providers}
     model_ids = {m.id for m in config.models}
     for i, m in enumerate(config.models):
@@ -766,6 +796,15 @@ def _validate_auto(auto: AutoConfig, models: tuple[ModelConfig, ...]) -> None:
                 )
 
 
+def _validate_tracing(t: TracingConfig) -> None:
+    if not 0 <= t.sample_ratio <= 1:
+        raise ConfigError("tracing.sample_ratio: expected 0 to 1")
+    if t.endpoint and not t.endpoint.startswith(("http://", "https://")):
+        raise ConfigError("tracing.endpoint: expected http://host:port or https://... (OTLP over HTTP)")
+    if not t.service_name:
+        raise ConfigError("tracing.service_name: expected a name")
+
+
 def _primary(m: ModelConfig) -> ModelConfig:
     """A model with deployments names its first one's provider too (for callers that show one)."""
     return replace(m, provider=m.deployments[0].provider) if m.deployments and not m.provider else m
@@ -786,6 +825,7 @@ def parse_config(raw: Mapping[str, Any], *, env: Mapping[str, str] | None = None
         limits=_apply_env(config.limits, "GHOSTLLM_LIMITS_", env),
         catalogue=_apply_env(config.catalogue, "GHOSTLLM_CATALOGUE_", env),
         routing=_apply_env(config.routing, "GHOSTLLM_ROUTING_", env),
+        tracing=_apply_env(config.tracing, "GHOSTLLM_TRACING_", env),
         providers=tuple(
             _default_base_url(_apply_env(p, f"GHOSTLLM_PROVIDER_{_env_key(p.id)}_", env)) for p in config.providers
         ),

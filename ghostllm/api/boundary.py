@@ -5,6 +5,12 @@ passes along, and is the one place an exception becomes a status: a GhostError
 aborts the call with its gRPC code plus trailing metadata carrying the HTTP
 status and the OpenAI-shaped body (which Envoy's Lua filter turns into the REST
 error); anything else is logged and becomes a 500.
+
+Every answer carries the gateway's own overhead, `x-ghostllm-overhead-ms`: the call's time in
+the worker so far minus the time it waited on upstreams, in milliseconds. A unary answer sends
+it in its headers (initial metadata), computed just before the answer leaves; an error in its
+trailers (which a REST client gets as headers); a stream in its headers until its first chunk,
+and the whole stream's in its trailers.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from grpc import aio
 
 from ghostllm.errors import GhostError, InternalError, InvalidRequest
 from ghostllm.gateway.context import RequestContext
+from ghostllm.tracing.w3c import TRACEPARENT, TRACESTATE, valid_traceparent, valid_tracestate
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +34,7 @@ T = TypeVar("T")
 Context: TypeAlias = aio.ServicerContext[Any, Any]
 HTTP_STATUS_KEY = "ghostllm-http-status"
 ERROR_BODY_KEY = "ghostllm-error"
+OVERHEAD_HEADER = "x-ghostllm-overhead-ms"
 # Trailers are headers to Envoy: keep what we put there far below its header
 # limits, whatever the client sent or the provider said.
 MAX_MESSAGE_CHARS = 1000
@@ -68,10 +76,22 @@ def request_context(context: Context) -> RequestContext:
             rc.user_agent = str(value)
         elif key == "authorization":
             rc.authorization = str(value)
+        elif key == TRACEPARENT:
+            rc.traceparent = valid_traceparent(str(value))
+        elif key == TRACESTATE:
+            rc.tracestate = valid_tracestate(str(value))
+    if rc.tracestate and not rc.traceparent:
+        rc.tracestate = ""  # it means nothing without a traceparent
     remaining = context.time_remaining()
     if remaining is not None:
         rc.deadline = rc.started + remaining
     return rc
+
+
+def overhead_header(rc: RequestContext) -> tuple[str, str]:
+    """The gateway's own time on the call so far (the worker's, less its upstream waits), in ms."""
+    ms = (time.monotonic() - rc.started - rc.upstream_s) * 1000
+    return OVERHEAD_HEADER, f"{ms:.3f}" if ms > 0 else "0.000"
 
 
 def as_ghost_error(exc: Exception, rc: RequestContext | None = None) -> GhostError:
@@ -91,12 +111,14 @@ def bounded(err: GhostError) -> GhostError:
     return err
 
 
-async def abort(context: Context, err: GhostError) -> NoReturn:
+async def abort(context: Context, err: GhostError, rc: RequestContext | None = None) -> NoReturn:
     err = bounded(err)
     metadata: list[tuple[str, str]] = [
         (HTTP_STATUS_KEY, str(err.http_status)),
         (ERROR_BODY_KEY, err.to_json()),
     ]
+    if rc is not None:
+        metadata.append(overhead_header(rc))
     if err.retry_after:
         metadata.append(("retry-after", err.retry_after[:100]))
     # Ours, short and ASCII (x-ratelimit-*): Envoy passes them to REST clients as headers.
@@ -106,11 +128,10 @@ async def abort(context: Context, err: GhostError) -> NoReturn:
 
 
 async def send_headers(context: Context, rc: RequestContext) -> None:
-    headers = list(rc.response_headers)
+    headers = (*rc.response_headers, overhead_header(rc))
     if rc.http_status is not None:
-        headers.append((HTTP_STATUS_KEY, str(rc.http_status)))
-    if headers:
-        await context.send_initial_metadata(tuple(headers))
+        headers += ((HTTP_STATUS_KEY, str(rc.http_status)),)
+    await context.send_initial_metadata(headers)
 
 
 def unary(
@@ -127,9 +148,8 @@ def unary(
         except aio.AbortError:
             raise
         except Exception as exc:
-            await abort(context, as_ghost_error(exc, rc))
-        if rc.response_headers or rc.http_status is not None:
-            await send_headers(context, rc)
+            await abort(context, as_ghost_error(exc, rc), rc)
+        await send_headers(context, rc)
         return reply
 
     return wrapper
@@ -151,12 +171,13 @@ def streaming(
                 async for item in items:
                     if first:
                         first = False
-                        if rc.response_headers or rc.http_status is not None:
-                            await send_headers(context, rc)
+                        await send_headers(context, rc)
                     yield item
         except aio.AbortError:
             raise
         except Exception as exc:
-            await abort(context, as_ghost_error(exc, rc))
+            await abort(context, as_ghost_error(exc, rc), rc)
+        # The whole stream's (its headers left with the first chunk): a gRPC client reads it here.
+        context.set_trailing_metadata((overhead_header(rc),))
 
     return wrapper

@@ -49,6 +49,9 @@ class LookupCache(Generic[K, V]):
         self._entries: OrderedDict[K, tuple[V | None, float]] = OrderedDict()
         self._inflight: dict[K, asyncio.Future[V | None]] = {}
         self._outage_logged = False
+        # Lookups answered from a fresh entry, and the others (for metrics).
+        self.hits = 0
+        self.misses = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -56,7 +59,9 @@ class LookupCache(Generic[K, V]):
     async def get(self, key: K) -> V | None:
         entry = self._entries.get(key)
         if entry is not None and self._clock() - entry[1] < self.ttl_s:
+            self.hits += 1
             return entry[0]
+        self.misses += 1
         pending = self._inflight.get(key)
         if pending is None:
             pending = asyncio.ensure_future(self._fetch(key))

@@ -1,8 +1,9 @@
-"""The access log sink: one JSON object per request, never per chunk, never prompt
-or completion text. Lines are buffered and written once per event-loop turn, so a
-busy worker makes one write for many requests, never one per request; each write
-holds whole lines and stays under PIPE_BUF, so workers sharing stdout never
-interleave within a line."""
+"""The access log sink: one JSON object per request (the usage record: ids, counts,
+timings, statuses, the caller's address and user agent, W3C trace and span ids), never per
+chunk, never prompt or completion text, never a key (only its id). Lines are buffered
+and written once per event-loop turn, so a busy worker makes one write for many requests,
+never one per request; each write holds whole lines and stays under PIPE_BUF, so workers
+sharing stdout never interleave within a line."""
 
 from __future__ import annotations
 

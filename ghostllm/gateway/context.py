@@ -27,3 +27,9 @@ class RequestContext:
     response_headers: list[tuple[str, str]] = field(default_factory=list)
     # Set to answer a successful REST call with another HTTP status (e.g. /health's 503).
     http_status: int | None = None
+    # The caller's W3C trace context, when it sent a valid one (ghostllm/tracing/w3c.py).
+    traceparent: str = ""
+    tracestate: str = ""
+    # Time spent waiting on upstreams so far, set by the exchange when its answer starts and when
+    # it settles: the boundary reports the rest of the call's time as the gateway's own overhead.
+    upstream_s: float = 0.0

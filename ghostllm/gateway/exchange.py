@@ -19,6 +19,10 @@ A client that goes away cancels the attempt in flight or the backoff wait, and n
 is tried. Each attempt runs under its deployment's own timeouts (made once, in the
 catalogue). The body is sent unchanged every time; the answer names the model and
 deployment that served it.
+
+With tracing on (ghostllm/tracing/), the exchange carries its request's trace: admission, each
+attempt and the relay get their spans at the four places `trace` is checked; off, those checks
+are all it costs.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ghostllm.auth.principal import Principal
 from ghostllm.errors import GhostError, UnusableAnswer
@@ -39,6 +43,9 @@ from ghostllm.protocol.usage import Usage
 from ghostllm.providers.base import Call, Json
 from ghostllm.routing.catalogue import Deployment, Model
 from ghostllm.routing.router import DeploymentState, Plan, Router, retryable
+
+if TYPE_CHECKING:
+    from ghostllm.tracing.spans import RequestTrace
 
 # An admit stage: fills the exchange in, or raises the error the client gets.
 Stage = Callable[["Exchange"], Awaitable[None]]
@@ -69,6 +76,7 @@ def _output_chars(choices: list[Any]) -> int:
 
 class Exchange:
     __slots__ = (
+        "_attempt_started",
         "_deadline",
         "_decode",
         "_last_error",
@@ -91,7 +99,9 @@ class Exchange:
         "settled",
         "stages",
         "stream",
+        "trace",
         "tried",
+        "upstream_s",
         "usage",
     )
 
@@ -103,6 +113,7 @@ class Exchange:
         endpoint: Endpoint,
         decode: Callable[[], Json],
         stream: bool | None,
+        trace: RequestTrace | None = None,
     ) -> None:
         self.stages = stages
         self.settle = settle
@@ -125,9 +136,15 @@ class Exchange:
         self.served: Model | None = None
         self.attempts = 0
         self.tried: list[str] = []
+        # Seconds spent in upstream attempts, added up (what the gateway itself adds is the rest);
+        # a stream's clock stops while each of its batches is relayed.
+        self.upstream_s = 0.0
+        self._attempt_started: float | None = None
         self._deadline = 0.0
         self._last_error: GhostError | None = None
-        self.call = Call(request_id=ctx.request_id)
+        # The caller's trace context goes upstream as it came (a traced attempt puts its own in).
+        self.call = Call(request_id=ctx.request_id, traceparent=ctx.traceparent, tracestate=ctx.tracestate)
+        self.trace = trace
         self.called = False
         self.usage: Usage | None = None
         self.relayed_chars = 0
@@ -142,6 +159,9 @@ class Exchange:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if self.attempts:
+            # What the boundary leaves out of the overhead it reports for the whole call.
+            self.ctx.upstream_s = self.upstream_seconds(time.monotonic())
         self.settle(self, exc)
 
     # ------------------------------------------------------------------ admit
@@ -155,6 +175,8 @@ class Exchange:
         self.include_usage = bool(self.stream) and wants_usage(body)
 
     async def admit(self) -> None:
+        if self.trace is not None:
+            return await self.trace.admit(self.stages, self)
         for stage in self.stages:
             await stage(self)
 
@@ -177,6 +199,7 @@ class Exchange:
 
     def _begin(self, model: Model, d: Deployment) -> DeploymentState | None:
         self.attempts += 1
+        self._attempt_started = time.monotonic()
         self.tried.append(d.key)
         self.deployment = d
         self.call.entry = model.config
@@ -188,6 +211,25 @@ class Exchange:
     def _served(self, model: Model, d: Deployment) -> None:
         self.served = model
         self.ctx.response_headers.append((DEPLOYMENT_HEADER, d.key))
+        # The answer starts leaving: what the overhead sent with it leaves out (the clock of a
+        # stream's attempt is stopped while its batch is relayed).
+        self.ctx.upstream_s = self.upstream_s
+
+    def _upstream_time(self, started: float) -> float:
+        """An attempt ended: its time (the router's sample), which counts as upstream time except
+        while a stream's batches were being relayed (and the backoff after it)."""
+        now = time.monotonic()
+        resumed = self._attempt_started
+        if resumed is not None:
+            self.upstream_s += now - resumed
+        self._attempt_started = None
+        return now - started
+
+    def upstream_seconds(self, now: float) -> float:
+        """`upstream_s` with the attempt still in progress, if any: a stream whose client went
+        away is settled before its relay generator is closed (and its attempt ended)."""
+        started = self._attempt_started
+        return self.upstream_s + (now - started if started is not None else 0.0)
 
     def _release(self, st: DeploymentState | None) -> None:
         if st is not None and self.router is not None:
@@ -225,24 +267,27 @@ class Exchange:
     async def complete(self) -> Json:
         """The whole answer, as the client sees it (the serving model's public id)."""
         body, plan = self._plan()
-        endpoint, call = self.endpoint, self.call
+        endpoint, call, trace = self.endpoint, self.call, self.trace
         for model, d in plan:
             retry = 0
             while True:
                 st = self._begin(model, d)
                 started = time.monotonic()
                 try:
-                    reply = await d.provider.complete(endpoint, body, d.upstream_model, call)
+                    answer = d.provider.complete(endpoint, body, d.upstream_model, call)
+                    reply = await (answer if trace is None else trace.complete(answer, d, call))
                 except GhostError as err:
+                    self._upstream_time(started)
                     if await self._again(st, err, model, retry):
                         retry += 1
                         continue
                     break
                 except BaseException:
+                    self._upstream_time(started)
                     self._release(st)
                     raise
+                elapsed = self._upstream_time(started)
                 if st is not None and self.router is not None:
-                    elapsed = time.monotonic() - started
                     self.router.first_output(st, elapsed)
                     self.router.succeeded(st, elapsed)
                 self.usage = reply.usage
@@ -256,9 +301,10 @@ class Exchange:
         model's id; the usage chunk only when it asked, since we always ask the upstream for
         it) and whether the stream ended there."""
         body, plan = self._plan()
-        endpoint, call = self.endpoint, self.call
+        endpoint, call, trace = self.endpoint, self.call, self.trace
         include_usage = self.include_usage
         router = self.router
+        clock = time.monotonic
         for model, d in plan:
             model_id = model.id
             retry = 0
@@ -266,8 +312,12 @@ class Exchange:
                 st = self._begin(model, d)
                 started = time.monotonic()
                 relayed = False
+                resumed = started
                 try:
-                    async with aclosing(d.provider.stream(endpoint, body, d.upstream_model, call)) as batches:
+                    upstream = d.provider.stream(endpoint, body, d.upstream_model, call)
+                    if trace is not None:
+                        upstream = trace.stream(upstream, d, call)
+                    async with aclosing(upstream) as batches:
                         async for batch in batches:
                             if batch.usage is not None:
                                 self.usage = batch.usage
@@ -285,14 +335,21 @@ class Exchange:
                             if self.first_output_at is None and self.relayed_chars:
                                 self.first_output_at = time.monotonic()
                             if out or batch.done:
+                                # Relaying is the gateway's time: the upstream clock stops until the next read.
+                                self.upstream_s += clock() - resumed
+                                self._attempt_started = None
                                 if not relayed:
                                     # Before the first chunk leaves: the headers go with it.
                                     relayed = True
                                     self._served(model, d)
+                                    if trace is not None:
+                                        trace.relaying()
                                     if st is not None and router is not None:
                                         router.first_output(st, time.monotonic() - started)
                                 yield out, batch.done
+                                self._attempt_started = resumed = clock()
                 except GhostError as err:
+                    self._upstream_time(started)
                     if relayed:
                         # The answer has begun: it ends with the in-band error, never retried.
                         if st is not None and router is not None:
@@ -303,10 +360,12 @@ class Exchange:
                         continue
                     break
                 except BaseException:
+                    self._upstream_time(started)
                     self._release(st)
                     raise
+                elapsed = self._upstream_time(started)
                 if st is not None and router is not None:
-                    router.succeeded(st, time.monotonic() - started)
+                    router.succeeded(st, elapsed)
                 return
         raise self._exhausted()
 

@@ -5,6 +5,8 @@ Stages are async callables on the exchange, run in order by `Exchange.admit`;
 today: authenticate, decode the body, authorize, resolve the model; rate
 limits and budgets join this list. Sinks are plain callables
 taking a UsageRecord: the access log today; the ledger, limits and metrics later.
+With tracing on, the pipeline starts each request's trace and settle ends it (after the
+sinks, with the record's outcome); off, settle copies the caller's trace ids into the record.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import math
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -25,6 +28,11 @@ from ghostllm.gateway.exchange import Exchange, Stage
 from ghostllm.gateway.usage import UsageRecord
 from ghostllm.protocol.endpoints import Endpoint
 from ghostllm.providers.base import Json
+from ghostllm.tracing import w3c
+
+if TYPE_CHECKING:
+    # Only a worker with tracing on loads the SDK behind it.
+    from ghostllm.tracing.tracer import Tracer
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +82,22 @@ def estimate_prompt(body: Json | None) -> int:
 
 
 class Pipeline:
-    def __init__(self, stages: Sequence[Stage], sinks: Sequence[Sink]) -> None:
+    def __init__(self, stages: Sequence[Stage], sinks: Sequence[Sink], tracer: Tracer | None = None) -> None:
         self.stages = tuple(stages)
         self.sinks = tuple(sinks)
+        # None: tracing is off, and no request makes a span.
+        self.tracer = tracer
 
     def exchange(
         self, ctx: RequestContext, endpoint: Endpoint, decode: Callable[[], Json], *, stream: bool | None = None
     ) -> Exchange:
-        return Exchange(self.stages, self.settle, ctx, endpoint, decode, stream)
+        tracer = self.tracer
+        trace = (
+            None
+            if tracer is None
+            else tracer.start(endpoint, ctx.started_at, ctx.request_id, ctx.traceparent, ctx.tracestate)
+        )
+        return Exchange(self.stages, self.settle, ctx, endpoint, decode, stream, trace)
 
     def settle(self, ex: Exchange, exc: BaseException | None) -> None:
         """Once per request, whatever happened. Never awaits: it runs during cancellation."""
@@ -112,6 +128,13 @@ class Pipeline:
         # The serving deployment's prices (its own, or its model's: a fallback's, maybe).
         prices = d.prices if d is not None and d.prices is not None else model.config if model is not None else None
         cost = cost_nano_usd(prices, prompt, completion, cached) if prices is not None else 0
+        trace = ex.trace
+        trace_id: str | None = None
+        span_id: str | None = None
+        if trace is not None:
+            trace_id, span_id = trace.ids
+        elif ctx.traceparent:
+            trace_id, span_id = w3c.ids(ctx.traceparent)
         record = UsageRecord(
             request_id=ctx.request_id[:MAX_FIELD_CHARS],
             started_at=ctx.started_at,
@@ -141,9 +164,17 @@ class Pipeline:
             deployment=d.key if d is not None and ex.attempts else None,
             attempts=ex.attempts,
             deployments_tried=tuple(ex.tried),
+            upstream_ms=round(ex.upstream_seconds(now) * 1000, 3) if ex.attempts else None,
+            trace_id=trace_id,
+            span_id=span_id,
         )
         for sink in self.sinks:
             try:
                 sink(record)
             except Exception:
                 log.exception("usage sink %r failed for request %s", sink, ctx.request_id)
+        if trace is not None:
+            try:
+                trace.end(record, ex.served.id if ex.served is not None else None)
+            except Exception:
+                log.exception("tracing failed for request %s", ctx.request_id)

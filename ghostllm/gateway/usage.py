@@ -50,3 +50,10 @@ class UsageRecord:
     deployment: str | None = None
     attempts: int = 0
     deployments_tried: tuple[str, ...] = ()
+    # Time spent in upstream attempts, added up (backoff waits between them excluded); None when
+    # no upstream was called. The latency minus this is the gateway's own share.
+    upstream_ms: float | None = None
+    # W3C trace context (lowercase hex): the trace, and with tracing on our server span (off: the
+    # caller's span, from its traceparent); None when the caller sent none and tracing is off.
+    trace_id: str | None = None
+    span_id: str | None = None

@@ -62,6 +62,11 @@ class Ledger:
         self.spooled_rows = 0
         self.rejected_rows = 0
 
+    @property
+    def queued(self) -> int:
+        """Rows in memory not yet written (waiting, or in the write in flight)."""
+        return len(self._pending) + len(self._inflight)
+
     def __call__(self, record: UsageRecord) -> None:
         if self._closed:
             # Settled after close (a call the server cancelled late): straight to disk.

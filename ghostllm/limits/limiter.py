@@ -82,6 +82,8 @@ class Limiter:
         # (request id, start time) -> the tickets admitted under it, until the request settles.
         self._pending: dict[tuple[str, float], list[Ticket]] = {}
         self.backend_errors = 0
+        # Requests refused, by (Verdict kind: which limit, Level kind: "API key", "user", "team"); for metrics.
+        self.refused: dict[tuple[int, str], int] = {}
         self._warned_at = -WARN_EVERY_S
 
     def _level(
@@ -132,6 +134,8 @@ class Limiter:
             ) from None
         sent = headers(verdict)
         if not verdict.ok:
+            why = (verdict.kind, levels[verdict.level].kind)
+            self.refused[why] = self.refused.get(why, 0) + 1
             if verdict.kind == BUDGET:
                 raise QuotaExceeded(quota_message(verdict, levels), headers=NO_RETRY)
             raise RateLimited(message(verdict, levels, tokens), retry_after=retry_after(verdict), headers=tuple(sent))

@@ -37,6 +37,12 @@ class Call:
     entry: ModelConfig | None = None
     # The deployment's limits (Provider.timeouts_for, made once per catalogue); None: the provider's.
     timeouts: Timeouts | None = None
+    # W3C trace context for the upstream (empty: none sent): the caller's own, or with tracing
+    # on, the attempt's span (ghostllm/tracing/).
+    traceparent: str = ""
+    tracestate: str = ""
+    # The upstream's HTTP status when it refused the attempt (0: it did not, or never answered).
+    upstream_status: int = 0
 
 
 @dataclass(slots=True)

@@ -30,7 +30,14 @@ ErrorMapper = Callable[[int, bytes, Mapping[str, str]], GhostError]
 
 
 def _request_headers(call: Call) -> dict[str, str] | None:
-    return {"x-request-id": call.request_id} if call.request_id else None
+    headers = {"x-request-id": call.request_id} if call.request_id else None
+    if call.traceparent:
+        # W3C trace context, so the upstream's own traces join the caller's (or ours).
+        headers = headers or {}
+        headers["traceparent"] = call.traceparent
+        if call.tracestate:
+            headers["tracestate"] = call.tracestate
+    return headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +210,7 @@ class HTTPTransport:
                 self._base + path, data=body, timeout=t.answer, headers=_request_headers(call)
             ) as resp:
                 if resp.status != 200:
+                    call.upstream_status = resp.status
                     raise await self._error(resp, on_error)
                 return await self._read(resp, self.max_response_bytes)
         except (TimeoutError, aiohttp.ClientError) as exc:
@@ -222,6 +230,7 @@ class HTTPTransport:
                 ) as resp,
             ):
                 if resp.status != 200:
+                    call.upstream_status = resp.status
                     raise await self._error(resp, on_error)
                 read = resp.content.readany
                 data = await read()

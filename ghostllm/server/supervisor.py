@@ -6,7 +6,9 @@ relaying their in-flight streams), then Envoy stops. Children also get
 PR_SET_PDEATHSIG, so nothing outlives a supervisor that was killed outright.
 A worker that dies unexpectedly is restarted; Envoy's health checks and retries
 hide the gap from clients. Provider model discovery runs here too, so every worker
-serves the same lists (server/discovery.py).
+serves the same lists (server/discovery.py). With `server.metrics_port` set, a metrics
+exporter process serves GET /metrics for all of them (ghostllm/metrics/exporter.py); this
+process owns the directory the workers write their metrics to (ghostllm/metrics/directory.py).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from ghostllm.config import Config
+from ghostllm.metrics import directory as metrics_directory
 from ghostllm.server.envoy import envoy_command, write_envoy_config
 
 if TYPE_CHECKING:
@@ -45,7 +48,7 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _spawn(cmd: list[str], log_file: Path | None = None) -> subprocess.Popen[bytes]:
+def _spawn(cmd: list[str], log_file: Path | None = None, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     out = open(log_file, "wb") if log_file else None  # noqa: SIM115 - owned by the child for its lifetime
     try:
         return subprocess.Popen(
@@ -55,6 +58,7 @@ def _spawn(cmd: list[str], log_file: Path | None = None) -> subprocess.Popen[byt
             stderr=out,
             start_new_session=True,
             preexec_fn=_die_with_parent,
+            env=env,
         )
     finally:
         if out:
@@ -91,9 +95,11 @@ class Child:
     restarts: int = 0
     next_start: float = 0.0
     started_at: float = 0.0
+    # None: this process's environment.
+    env: dict[str, str] | None = None
 
     def start(self) -> None:
-        self.proc = _spawn(self.cmd, self.log_file)
+        self.proc = _spawn(self.cmd, self.log_file, self.env)
         self.started_at = time.monotonic()
 
     def running(self) -> bool:
@@ -107,6 +113,9 @@ class Supervisor:
     workers: list[Child] = field(default_factory=list)
     envoy: Child | None = None
     dev_upstreams: list[Child] = field(default_factory=list)
+    # Serves GET /metrics; None when server.metrics_port is 0.
+    exporter: Child | None = None
+    metrics_dir: Path | None = None
     notes: list[str] = field(default_factory=list)
     run_dir: Path | None = None
     bootstrap: Bootstrap | None = None
@@ -155,6 +164,7 @@ class Supervisor:
         envoy_config = write_envoy_config(self.config, ports, run_dir)
         self.envoy = Child("envoy", envoy_command(self.config, envoy_config, run_dir), run_dir / "envoy.out")
         self.envoy.start()
+        worker_env = self._start_exporter(run_dir)
         # While Envoy starts: the first-start admin, and the login-token secret (made here
         # once, so workers never race to create it).
         self.bootstrap = ensure_admin_sync(self.config)
@@ -173,13 +183,31 @@ class Supervisor:
             cmd += ["--ready-file", str(ready)]
             if self.config_path:
                 cmd += ["--config", self.config_path]
-            child = Child(f"worker:{port}", cmd, port=port)
+            child = Child(f"worker:{port}", cmd, port=port, env=worker_env)
             child.start()
             self.workers.append(child)
         return run_dir
 
+    def _start_exporter(self, run_dir: Path) -> dict[str, str] | None:
+        """The metrics exporter, on an emptied directory; the workers' environment, which names it."""
+        s = self.config.server
+        if not s.metrics_port:
+            return None
+        self.metrics_dir = metrics_directory.prepare(run_dir)
+        cmd = [sys.executable, "-m", "ghostllm.metrics", "--host", s.host, "--port", str(s.metrics_port)]
+        cmd += ["--dir", str(self.metrics_dir), "--envoy-admin", f"http://127.0.0.1:{s.admin_port}"]
+        self.exporter = Child("metrics", cmd, run_dir / "metrics.out", port=s.metrics_port)
+        self.exporter.start()
+        return metrics_directory.worker_env(self.metrics_dir)
+
+    def _exporter_listening(self) -> bool:
+        if self.exporter is None:
+            return True
+        host = self.config.server.host
+        return port_open({"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host), self.exporter.port)
+
     def wait_ready(self, timeout: float = 30.0) -> bool:
-        """True once Envoy is live and every worker accepts connections."""
+        """True once Envoy is live, every worker accepts connections and the metrics exporter listens."""
         deadline = time.monotonic() + timeout
         admin = f"http://127.0.0.1:{self.config.server.admin_port}/ready"
         while time.monotonic() < deadline:
@@ -190,12 +218,20 @@ class Supervisor:
                     code = w.proc.returncode if w.proc else None
                     log.error("%s exited with %s while starting (is its port taken?)", w.name, code)
                     return False
+            if self.exporter is not None and not self.exporter.running():
+                code = self.exporter.proc.returncode if self.exporter.proc else None
+                log.error(
+                    "the metrics exporter exited with %s while starting (is server.metrics_port %d taken?)",
+                    code,
+                    self.exporter.port,
+                )
+                return False
             try:
                 with urllib.request.urlopen(admin, timeout=0.5) as resp:
                     envoy_ok = resp.status == 200
             except (urllib.error.URLError, OSError):
                 envoy_ok = False
-            if envoy_ok and all(self._serving(w) for w in self.workers):
+            if envoy_ok and all(self._serving(w) for w in self.workers) and self._exporter_listening():
                 return True
             time.sleep(0.05)
         return False
@@ -219,11 +255,14 @@ class Supervisor:
                 log.error("envoy exited unexpectedly; see its log in the run directory")
                 return 1
             now = time.monotonic()
-            for w in self.workers:
+            for w in (*self.workers, *(() if self.exporter is None else (self.exporter,))):
                 if not w.running() and now >= w.next_start:
                     code = w.proc.returncode if w.proc else None
                     if w.proc is not None:
                         log.warning("%s exited with %s; restarting", w.name, code)
+                        if self.metrics_dir is not None and w is not self.exporter:
+                            # Its streams in flight and other live gauges end with it; its counts stay.
+                            metrics_directory.worker_exited(self.metrics_dir, w.proc.pid)
                     # Back off from a worker that keeps dying, not from one that ran for a while.
                     if now - w.started_at > 30:
                         w.restarts = 0
@@ -255,6 +294,8 @@ class Supervisor:
                 _stop(w.proc, signal.SIGTERM, max(0.1, deadline - time.monotonic()))
         if self.envoy and self.envoy.proc:
             _stop(self.envoy.proc, signal.SIGTERM, 5)
+        if self.exporter and self.exporter.proc:
+            _stop(self.exporter.proc, signal.SIGTERM, 5)
         for d in self.dev_upstreams:
             if d.proc:
                 _stop(d.proc, signal.SIGTERM, 5)
@@ -286,6 +327,7 @@ def describe(config: Config, notes: list[str], boot: Bootstrap | None = None) ->
         f"  REST (OpenAI-compatible): {base}",
         f"  gRPC:                     {host}:{s.grpc_port}",
         f"  Envoy admin (loopback):   http://127.0.0.1:{s.admin_port}",
+        *([f"  Metrics (Prometheus):     http://{host}:{s.metrics_port}/metrics"] if s.metrics_port else []),
         *auth,
         *(f"  {n}" for n in notes),
         "Try:",

@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 import uvloop
@@ -36,6 +37,8 @@ from ghostllm.gateway.stages import Authenticate, Limits, ResolveModel, authoriz
 from ghostllm.ledger.spend import spent_reader
 from ghostllm.ledger.writer import Ledger
 from ghostllm.limits.limiter import make_limiter
+from ghostllm.metrics import directory as metrics_directory
+from ghostllm.metrics.publisher import Publisher
 from ghostllm.providers.base import Provider
 from ghostllm.providers.factory import make_provider, stream_silence_s, stream_total_s
 from ghostllm.routing.auto import Auto
@@ -44,6 +47,9 @@ from ghostllm.routing.router import Router
 from ghostllm.server.catalogue_sync import CatalogueSync, DiscoveredFile
 from ghostllm.server.memory import ReleaseMemory
 from ghostllm.store import make_store
+
+if TYPE_CHECKING:
+    from ghostllm.tracing.tracer import Tracer
 
 log = logging.getLogger(__name__)
 # What stopping may take once the drain is over (the supervisor allows 5 s).
@@ -72,6 +78,15 @@ def grpc_options(config: Config) -> list[tuple[str, int]]:
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
     ]
+
+
+def _tracer(config: Config) -> Tracer | None:
+    if not config.tracing.enabled:
+        return None
+    # Imported only here: the OpenTelemetry SDK and exporter stay unloaded while tracing is off.
+    from ghostllm.tracing.tracer import Tracer
+
+    return Tracer(config.tracing)
 
 
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
@@ -152,7 +167,21 @@ class Worker:
             Authenticate(self.authenticator), decode_body, authorize,
             ResolveModel(self.catalogue, self.router, self.auto), rate,
         ]  # fmt: skip
-        self.pipeline = Pipeline(stages, self.sinks)
+        # Under a `serve` with metrics on: counted per request, published once a second.
+        self.metrics: Publisher | None = None
+        if metrics_directory.enabled(config):
+            self.metrics = m = Publisher(
+                self.catalogue,
+                router=self.router,
+                health=self.live.health,
+                ledger=self.ledger,
+                limiter=self.limiter,
+                authenticator=self.authenticator,
+            )
+            self.sinks += [m.tally, m.streams.settle]
+            stages.append(m.streams)  # last: only a stream admitted is in flight
+        self.tracer = _tracer(config)
+        self.pipeline = Pipeline(stages, self.sinks, tracer=self.tracer)
 
     def _feed_state(self, up: bool) -> None:
         # Subscribed: changes are pushed, so the cache may be trusted longer; it may have
@@ -191,6 +220,8 @@ class Worker:
             self.ledger.start()
         if self.feed is not None:
             self.feed.start()
+        if self.metrics is not None:
+            self.metrics.start()
         if not self.config.auth.enabled:
             log.warning("AUTHENTICATION IS OFF (auth.enabled: false): every caller is an admin")
         deps = Deps(
@@ -226,6 +257,8 @@ class Worker:
         try:
             if self.ledger is not None:
                 await self.ledger.close(timeout_s=TEARDOWN_S / 2)
+            if self.metrics is not None:
+                await self.metrics.close()  # every request has settled: the last counts are pushed
             async with asyncio.timeout_at(end):
                 await self.live.health.stop()
                 await self.catalogue_sync.stop()
@@ -235,6 +268,9 @@ class Worker:
                     await self.feed.close()
                 await self.limiter.close()
                 await self.store.close()
+                if self.tracer is not None:
+                    # Every request has settled: the last spans are exported (bounded), off the loop.
+                    await asyncio.to_thread(self.tracer.shutdown)
         except TimeoutError:
             log.warning("shutdown: teardown cut short after %.1f s (the store or Redis is not answering)", TEARDOWN_S)
         finally:

@@ -165,6 +165,8 @@ def server_config(tmp: Path, workers: int, **server: Any) -> dict[str, Any]:
         "rest_port": free_port(),
         "grpc_port": free_port(),
         "admin_port": free_port(),
+        # Never the default 9090: stacks run side by side.
+        "metrics_port": free_port(),
         "workers": workers,
         "worker_base_port": free_port_block(workers),
         "run_dir": str(tmp / "run"),

@@ -24,7 +24,7 @@ FIELDS = {
     "request_id", "started_at", "endpoint", "model", "provider", "upstream_model", "stream", "status", "error_code",
     "prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens", "estimated",
     "latency_ms", "ttft_ms", "client_ip", "user_agent", "request_bytes", "api_key_id", "user_id", "team_id",
-    "cost_nano_usd", "record_id", "deployment", "attempts", "deployments_tried",
+    "cost_nano_usd", "record_id", "deployment", "attempts", "deployments_tried", "upstream_ms", "trace_id", "span_id",
 }  # fmt: skip
 
 

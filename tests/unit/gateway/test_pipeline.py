@@ -22,6 +22,7 @@ from ghostllm.protocol.endpoints import Endpoint
 from ghostllm.protocol.usage import Usage
 from ghostllm.providers.base import Call, Json, Provider, Reply, StreamBatch
 from ghostllm.routing.catalogue import Catalogue
+from tests.support.providers import InMemory
 
 CONFIG = parse_config(
     {
@@ -44,7 +45,7 @@ def chunk(content: str | None, usage: Json | None = None) -> Json:
     return out
 
 
-class Scripted(Provider):
+class Scripted(InMemory):
     """Answers from a script: batches to stream, or an error to raise."""
 
     def __init__(self, batches: list[StreamBatch], fail: GhostError | None = None, hang: bool = False) -> None:
@@ -54,14 +55,6 @@ class Scripted(Provider):
         self.hang = hang
         self.bodies: list[Json] = []
         self.hanging = asyncio.Event()
-
-    async def start(self) -> None: ...
-    async def close(self) -> None: ...
-    async def health(self) -> bool:
-        return True
-
-    async def list_models(self) -> list[str]:
-        return []
 
     async def complete(self, endpoint: Endpoint, body: Json, model: str, call: Call) -> Reply:
         self.bodies.append(body)

@@ -25,12 +25,13 @@ from ghostllm.gateway.usage import UsageRecord
 from ghostllm.protocol.chat import check_chat_request
 from ghostllm.protocol.endpoints import Endpoint
 from ghostllm.protocol.usage import Usage
-from ghostllm.providers.base import Call, Json, Provider, Reply, StreamBatch
+from ghostllm.providers.base import Call, Json, Reply, StreamBatch
 from ghostllm.providers.factory import make_provider
 from ghostllm.providers.http import HTTPProvider
 from ghostllm.providers.transport import Timeouts, resolve_timeouts
 from ghostllm.routing.catalogue import Catalogue
 from ghostllm.routing.router import Router
+from tests.support.providers import InMemory
 
 PROVIDERS: list[dict[str, Any]] = [
     {"id": "a", "type": "openai", "base_url": "http://127.0.0.1:1/v1"},
@@ -150,7 +151,7 @@ def test_the_catalogue_makes_each_deployments_timeouts_once() -> None:
 USAGE = Usage(3, 5, 8)
 
 
-class Recording(Provider):
+class Recording(InMemory):
     """Records the Call of each attempt and answers from a script (an error to raise, else an
     answer); its timeouts are made as the HTTP provider makes them."""
 
@@ -162,14 +163,6 @@ class Recording(Provider):
 
     def timeouts_for(self, deployment: DeploymentConfig) -> Timeouts:
         return resolve_timeouts(self.config, deployment)
-
-    async def start(self) -> None: ...
-    async def close(self) -> None: ...
-    async def health(self) -> bool:
-        return True
-
-    async def list_models(self) -> list[str]:
-        return []
 
     def _next(self, call: Call) -> None:
         self.seen.append(call.timeouts)

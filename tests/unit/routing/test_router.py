@@ -37,6 +37,7 @@ from ghostllm.providers.base import Call, Json, Provider, Reply, StreamBatch
 from ghostllm.routing.catalogue import Catalogue, Deployment
 from ghostllm.routing.circuit import CircuitState
 from ghostllm.routing.router import Router, retry_after_s
+from tests.support.providers import InMemory
 
 PROVIDERS = [{"id": pid, "type": "openai", "base_url": f"http://127.0.0.1:{i + 1}/v1"} for i, pid in enumerate("abc")]
 
@@ -111,7 +112,7 @@ USAGE = Usage(3, 5, 8)
 OK = "ok"
 
 
-class Scripted(Provider):
+class Scripted(InMemory):
     """Each call takes the next outcome: OK, an error to raise, or ("after", err): a stream
     that relays one chunk and then fails with err."""
 
@@ -119,14 +120,6 @@ class Scripted(Provider):
         super().__init__(next(p for p in config({"id": "x", "provider": "a"}).providers if p.id == pid))
         self.script = script
         self.calls: list[tuple[str, Json]] = []
-
-    async def start(self) -> None: ...
-    async def close(self) -> None: ...
-    async def health(self) -> bool:
-        return True
-
-    async def list_models(self) -> list[str]:
-        return []
 
     def _next(self, model: str, body: Json) -> Any:
         self.calls.append((model, body))
