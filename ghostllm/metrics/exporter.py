@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import struct
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -32,7 +35,7 @@ ENVOY_TIMEOUT_S = 2.0
 class Exporter:
     def __init__(self, directory: Path, envoy_admin: str = "") -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        MultiProcessCollector(self.registry, path=str(directory))  # type: ignore[no-untyped-call]
+        _SettledFiles(str(directory), self.registry)
         # Text format 0.0.4, which is what Envoy writes (ours is appended to, never mixed with, OpenMetrics).
         self.envoy_url = f"{envoy_admin.rstrip('/')}/stats/prometheus" if envoy_admin else ""
         self._session: aiohttp.ClientSession | None = None
@@ -74,6 +77,40 @@ class Exporter:
         app.on_startup.append(self.start)
         app.on_cleanup.append(self.close)
         return app
+
+
+# A worker's metric file is created empty, then sized and given its header: fewer bytes than
+# that header is a file being made, read next time.
+HEADER_BYTES = 8
+# A worker's file may also vanish mid-read (a dead worker's live gauges are removed).
+READ_ATTEMPTS = 3
+
+
+def _made(path: str) -> bool:
+    try:
+        return os.path.getsize(path) >= HEADER_BYTES
+    except OSError:
+        return False
+
+
+class _SettledFiles(MultiProcessCollector):
+    """prometheus-client's multiprocess collector, without its race with a worker creating or
+    removing a file while a scrape reads the directory (seen as a 500 with a struct.error)."""
+
+    def __init__(self, path: str, registry: CollectorRegistry) -> None:
+        self.directory = path
+        super().__init__(registry, path=path)  # type: ignore[no-untyped-call]
+
+    def collect(self) -> Any:
+        for attempt in range(READ_ATTEMPTS):
+            with os.scandir(self.directory) as entries:
+                files = [e.path for e in entries if e.name.endswith(".db") and _made(e.path)]
+            try:
+                return self.merge(files, accumulate=True)  # type: ignore[no-untyped-call]
+            except (FileNotFoundError, struct.error):
+                if attempt == READ_ATTEMPTS - 1:
+                    raise
+        return []
 
 
 class _Constant:

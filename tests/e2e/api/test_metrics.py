@@ -157,8 +157,10 @@ def test_a_known_mix_is_counted_exactly(stack: Stack) -> None:
     expected = expected_requests(rows)
 
     def published() -> Samples | None:
+        # The ledger's count is read from it at the push after its write: maybe a push later.
         found = scrape(stack)
-        return found if scraped_requests(found) == expected else None
+        done = scraped_requests(found) == expected
+        return found if done and total(found, "ghostllm_ledger_rows_total", outcome="written") == sent else None
 
     samples = eventually(published)
     # What the mix was, in the labels it is counted under.
