@@ -272,4 +272,5 @@ def test_a_taken_metrics_port_stops_serve_and_says_so(upstream_port: int, tmp_pa
         busy.listen()
         config = stack_config(upstream_port, tmp_path, workers=1, metrics_port=busy.getsockname()[1])
         with pytest.raises(RuntimeError, match=r"is server\.metrics_port \d+ taken"):
-            start_stack(config, upstream_port, tmp_path)
+            started = start_stack(config, upstream_port, tmp_path)
+            stop(started.proc)  # only reached when it was not refused: never leave it running
