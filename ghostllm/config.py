@@ -713,13 +713,15 @@ def _validate(config: Config) -> None:
                 raise ConfigError(f"models[{i}].fallbacks[{j}]: model {m.id} cannot fall back to itself")
             if f not in model_ids:
                 raise ConfigError(f"models[{i}].fallbacks[{j}]: unknown model {f!r}")
-        if m.retries is not None and not 0 <= m.retries <= 10:
-            raise ConfigError(f"models[{i}].retries: expected 0 to 10")
+        if m.retries is not None and not 0 <= m.retries <= MAX_RETRIES:
+            raise ConfigError(f"models[{i}].retries: expected 0 to {MAX_RETRIES}")
         if any(q.id == m.id for q in config.models[:i]):
             raise ConfigError(f"model {m.id}: defined twice")
 
 
 TIMEOUT_FIELDS = ("connect_timeout_s", "ttft_timeout_s", "idle_timeout_s", "timeout_s")
+# Retries on one deployment, at most (routing.retries, a model's own, a store model's).
+MAX_RETRIES = 10
 
 
 def _validate_timeouts(entry: DeploymentConfig | ModelConfig, where: str) -> None:
@@ -756,8 +758,8 @@ def _validate_deployments(m: ModelConfig, where: str, providers: set[str]) -> No
 
 
 def _validate_retries(r: RoutingConfig) -> None:
-    if not 0 <= r.retries <= 10:
-        raise ConfigError("routing.retries: expected 0 to 10")
+    if not 0 <= r.retries <= MAX_RETRIES:
+        raise ConfigError(f"routing.retries: expected 0 to {MAX_RETRIES}")
     if r.backoff_base_s < 0 or r.backoff_max_s < r.backoff_base_s:
         raise ConfigError("routing: expected 0 <= backoff_base_s <= backoff_max_s")
     if r.retry_after_cap_s < 0 or r.retry_budget_s <= 0:

@@ -14,6 +14,7 @@ first's, so listings and the provider index stay meaningful), as a config model 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -23,10 +24,18 @@ from typing import Any
 
 from ghostllm.accounts import rows, validation
 from ghostllm.accounts.audit import CLI, Actor, record
-from ghostllm.accounts.records import TIMEOUT_FIELDS, ModelRecord, deployment_dict
+from ghostllm.accounts.records import ModelRecord
 from ghostllm.accounts.repository import UNSET, Unset
 from ghostllm.accounts.writes import update, write
-from ghostllm.config import CAPABILITIES, STRATEGIES, Capability, DeploymentConfig, ModelConfig
+from ghostllm.config import (
+    CAPABILITIES,
+    MAX_RETRIES,
+    STRATEGIES,
+    TIMEOUT_FIELDS,
+    Capability,
+    DeploymentConfig,
+    ModelConfig,
+)
 from ghostllm.errors import AlreadyExists, InvalidRequest, NotFound
 from ghostllm.store import Store
 
@@ -44,8 +53,6 @@ MAX_OWNED_BY = 64
 MAX_DEPLOYMENTS = 32
 MAX_FALLBACKS = 16
 MAX_WEIGHT = 1e6
-# As routing.retries allows.
-MAX_RETRIES = 10
 
 
 def _bad(field: str, message: str, code: str = "invalid_value") -> InvalidRequest:
@@ -219,7 +226,7 @@ def _deployment_columns(deployments: tuple[DeploymentConfig, ...]) -> dict[str, 
     return {
         "provider_id": deployments[0].provider,
         "upstream_model": deployments[0].upstream_model,
-        "deployments": json.dumps([deployment_dict(d) for d in deployments]),
+        "deployments": json.dumps([dataclasses.asdict(d) for d in deployments]),
     }
 
 
@@ -294,7 +301,7 @@ class ModelRepository:
             checked = check_deployments(checked_id, deployments)
             _one_form(checked, values["provider_id"], values["upstream_model"])
             values.update(_deployment_columns(checked))
-            many = [deployment_dict(d) for d in checked]
+            many = [dataclasses.asdict(d) for d in checked]
         caps = check_capabilities(capabilities)
         columns = {
             **values,
@@ -380,7 +387,7 @@ class ModelRepository:
                 raise _bad("deployments", "give provider and upstream_model, or deployments, not both")
             checked = check_deployments(checked_id, deployments)
             columns.update(_deployment_columns(checked))
-            changes["deployments"] = [deployment_dict(d) for d in checked]
+            changes["deployments"] = [dataclasses.asdict(d) for d in checked]
         if capabilities is not UNSET:
             caps = check_capabilities(capabilities)
             changes["capabilities"] = list(caps)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -194,23 +195,6 @@ class AuditEntry:
 AuditPage = Page[AuditEntry]
 
 
-# What the store keeps of a deployment (the `deployments` column's keys); the config's other
-# deployment settings are the YAML's alone.
-TIMEOUT_FIELDS = ("connect_timeout_s", "ttft_timeout_s", "idle_timeout_s", "timeout_s")
-DEPLOYMENT_FIELDS = (
-    "provider",
-    "upstream_model",
-    "weight",
-    "input_price_per_1m",
-    "output_price_per_1m",
-    *TIMEOUT_FIELDS,
-)
-
-
-def deployment_dict(d: DeploymentConfig) -> dict[str, Any]:
-    return {name: getattr(d, name) for name in DEPLOYMENT_FIELDS}
-
-
 @dataclass(frozen=True)
 class ModelRecord:
     """A model row: a catalogue entry managed at runtime, merged over the config's (the store wins)."""
@@ -248,7 +232,7 @@ class ModelRecord:
         return {
             **self.__dict__,
             "capabilities": list(self.capabilities),
-            "deployments": [deployment_dict(d) for d in self.deployments],
+            "deployments": [dataclasses.asdict(d) for d in self.deployments],
             "fallbacks": list(self.fallbacks),
             "created_at": _iso(self.created_at),
             "updated_at": _iso(self.updated_at),

@@ -12,7 +12,6 @@ from typing import Any
 from ghostllm.accounts.cipher import key_id_of
 from ghostllm.accounts.permissions import Permissions
 from ghostllm.accounts.records import (
-    TIMEOUT_FIELDS,
     ApiKey,
     AuditEntry,
     ModelRecord,
@@ -21,7 +20,7 @@ from ghostllm.accounts.records import (
     Team,
     User,
 )
-from ghostllm.config import DeploymentConfig
+from ghostllm.config import TIMEOUT_FIELDS, DeploymentConfig
 
 TEAM_COLUMNS = (
     "id, name, description, budget_limit, current_spend, rate_limit, tpm_limit, max_parallel, created_at, updated_at, "

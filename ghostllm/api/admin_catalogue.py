@@ -22,13 +22,13 @@ from ghostllm.accounts.cipher import SecretCipher
 from ghostllm.accounts.keyring import load_cipher
 from ghostllm.accounts.models import ModelRepository, check_deployments, check_fallbacks, check_id
 from ghostllm.accounts.providers import ProviderRepository
-from ghostllm.accounts.records import TIMEOUT_FIELDS, ModelRecord, ProviderRecord
+from ghostllm.accounts.records import ModelRecord, ProviderRecord
 from ghostllm.accounts.repository import UNSET, Unset
 from ghostllm.api import admin_messages as msg
 from ghostllm.api.admin_access import actor, admitted
 from ghostllm.api.boundary import unary
 from ghostllm.cluster.changes import CATALOGUE
-from ghostllm.config import Config, DeploymentConfig, ModelConfig, ProviderConfig
+from ghostllm.config import TIMEOUT_FIELDS, Config, DeploymentConfig, ModelConfig, ProviderConfig
 from ghostllm.errors import ConfigError, InternalError, InvalidRequest
 from ghostllm.gateway.context import RequestContext
 from ghostllm.gateway.pipeline import Pipeline

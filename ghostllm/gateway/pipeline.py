@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from ghostllm.config import AUTO_MODEL
 from ghostllm.errors import GhostError
 from ghostllm.gateway.context import RequestContext
 from ghostllm.gateway.cost import cost_nano_usd
@@ -64,7 +65,7 @@ def _recorded_model(ex: Exchange) -> str:
     model, requested = ex.model, ex.requested_model
     if model is None:
         return requested[:MAX_FIELD_CHARS]
-    if ex.served is not None and model.id != requested:
+    if ex.served is not None and requested == AUTO_MODEL:
         return ex.served.id
     return model.id
 

@@ -98,19 +98,21 @@ class _SettledFiles(MultiProcessCollector):
     removing a file while a scrape reads the directory (seen as a 500 with a struct.error)."""
 
     def __init__(self, path: str, registry: CollectorRegistry) -> None:
-        self.directory = path
         super().__init__(registry, path=path)  # type: ignore[no-untyped-call]
+        self.directory = path
 
     def collect(self) -> Any:
-        for attempt in range(READ_ATTEMPTS):
-            with os.scandir(self.directory) as entries:
-                files = [e.path for e in entries if e.name.endswith(".db") and _made(e.path)]
+        for _ in range(READ_ATTEMPTS - 1):
             try:
-                return self.merge(files, accumulate=True)  # type: ignore[no-untyped-call]
+                return self._merged()
             except (FileNotFoundError, struct.error):
-                if attempt == READ_ATTEMPTS - 1:
-                    raise
-        return []
+                continue  # the directory changed under the read: again
+        return self._merged()
+
+    def _merged(self) -> Any:
+        with os.scandir(self.directory) as entries:
+            files = [e.path for e in entries if e.name.endswith(".db") and _made(e.path)]
+        return self.merge(files, accumulate=True)  # type: ignore[no-untyped-call]
 
 
 class _Constant:

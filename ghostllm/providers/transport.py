@@ -166,7 +166,7 @@ class HTTPTransport:
         if isinstance(exc, GhostError):
             raise exc
         if isinstance(exc, aiohttp.ConnectionTimeoutError) and t is not None:
-            raise UpstreamTimeout(f"provider {self.id} did not accept a connection within {t.connect_s:g}s") from exc
+            raise self._connect_timeout(t) from exc
         if isinstance(exc, asyncio.TimeoutError):
             within = f" within {t.answer_s:g}s" if t is not None else " in time"
             raise UpstreamTimeout(f"provider {self.id} did not answer{within}") from exc
@@ -246,10 +246,13 @@ class HTTPTransport:
         except aiohttp.ClientError as exc:
             self._fail(exc, t)
 
+    def _connect_timeout(self, t: Timeouts) -> UpstreamTimeout:
+        return UpstreamTimeout(f"provider {self.id} did not accept a connection within {t.connect_s:g}s")
+
     def _stream_timeout(self, exc: TimeoutError, t: Timeouts, began: bool, first_expired: bool) -> UpstreamTimeout:
         """Which limit ended a stream: the gateway retries it only when nothing was relayed yet."""
         if isinstance(exc, aiohttp.ConnectionTimeoutError):
-            return UpstreamTimeout(f"provider {self.id} did not accept a connection within {t.connect_s:g}s")
+            return self._connect_timeout(t)
         if first_expired or (isinstance(exc, aiohttp.SocketTimeoutError) and not began):
             return UpstreamTimeout(f"provider {self.id} did not start answering within {t.first_s:g}s")
         if isinstance(exc, aiohttp.SocketTimeoutError):

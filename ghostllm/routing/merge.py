@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ghostllm.config import CAPABILITIES, STRATEGIES, Config, ModelConfig, ProviderConfig, parse_config
+from ghostllm.config import CAPABILITIES, MAX_RETRIES, STRATEGIES, Config, ModelConfig, ProviderConfig, parse_config
 from ghostllm.errors import ConfigError
 from ghostllm.providers.factory import TRANSLATORS
 
@@ -82,7 +82,7 @@ def _model_problem(m: ModelConfig) -> str | None:
         return f"unknown strategy {m.strategy!r}"
     if any(not d.provider or not d.weight > 0 for d in m.deployments):
         return "a deployment that cannot be read"
-    if m.retries is not None and not 0 <= m.retries <= 10:
+    if m.retries is not None and not 0 <= m.retries <= MAX_RETRIES:
         return f"retries {m.retries} out of range"
     return None
 

@@ -53,6 +53,11 @@ class Discovery:
         self._loop = asyncio.new_event_loop() if any(p.discover_models for p in config.providers) else None
         self._task: asyncio.Task[None] | None = None
 
+    @property
+    def active(self) -> bool:
+        """Does any provider discover its models (else there is no file for workers to watch)?"""
+        return self._loop is not None
+
     def start(self) -> None:
         """The first round, whose file the workers read when they start; then the rounds in the background."""
         if self._loop is None:

@@ -179,8 +179,10 @@ class Supervisor:
         for port in ports:
             ready = run_dir / f"worker-{port}.ready"
             ready.unlink(missing_ok=True)
-            cmd = [sys.executable, "-m", "ghostllm", "worker", "--port", str(port), "--discovered", str(discovered)]
-            cmd += ["--ready-file", str(ready)]
+            cmd = [sys.executable, "-m", "ghostllm", "worker", "--port", str(port), "--ready-file", str(ready)]
+            if self.discovery.active:
+                # Only then: a worker watching the file polls it every catalogue.poll_s.
+                cmd += ["--discovered", str(discovered)]
             if self.config_path:
                 cmd += ["--config", self.config_path]
             child = Child(f"worker:{port}", cmd, port=port, env=worker_env)

@@ -7,6 +7,7 @@ tests/e2e/api/test_model_deployments.py."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 
 from ghostllm.accounts import rows
 from ghostllm.accounts.models import check_deployments, check_fallbacks, check_retries, check_strategy
-from ghostllm.accounts.records import ModelRecord, deployment_dict
+from ghostllm.accounts.records import ModelRecord
 from ghostllm.api import admin_messages as msg
 from ghostllm.api.admin_catalogue import catalogue_model, configured_model, deployments_given
 from ghostllm.cli_models import deployment_arg
@@ -72,7 +73,7 @@ def test_a_deployments_own_timeouts_are_kept_through_the_store_and_the_api() -> 
     given = D("openai", "gpt-4o", 2, ttft_timeout_s=5, idle_timeout_s=2.5)
     [checked] = check_deployments("m", [given])
     assert (checked.ttft_timeout_s, checked.idle_timeout_s, checked.timeout_s) == (5.0, 2.5, None)
-    cell = json.dumps([deployment_dict(checked)])
+    cell = json.dumps([dataclasses.asdict(checked)])
     assert rows._deployments(cell) == (checked,)
     request = admin_pb2.CreateCatalogueModelRequest(id="m", deployments=[admin_pb2.Deployment(
         provider="openai", upstream_model="gpt-4o", ttft_timeout_s=5, idle_timeout_s=2.5)])  # fmt: skip

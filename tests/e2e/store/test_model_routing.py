@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 
 from ghostllm.accounts.models import ModelRepository
-from ghostllm.accounts.records import TIMEOUT_FIELDS
-from ghostllm.config import DeploymentConfig, StoreConfig
+from ghostllm.config import TIMEOUT_FIELDS, DeploymentConfig, StoreConfig
 from ghostllm.errors import InvalidRequest
 from ghostllm.store import Store, load_migrations, make_store
 from tests.e2e.store.test_models import audit, dump, with_repo
