@@ -500,7 +500,12 @@ def run(args: argparse.Namespace) -> int:
             if not args.skip_governance:
                 # Its own two stacks, one after the other, beside this one (idle meanwhile).
                 parts.append(
-                    ("governance", lambda: governance(tmp, args.workers, fast, d.latency_s, d.stream_warmup_s))
+                    (
+                        "governance",
+                        lambda: governance(
+                            tmp, args.workers, fast, d.latency_s, d.stream_warmup_s, 1 if args.quick else 3
+                        ),
+                    )
                 )
             if args.analytics:
                 # Opt-in: seeding a million rows makes it about a minute on its own.

@@ -60,6 +60,23 @@ class Ticket:
     budgets: bool
 
 
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """A principal's levels and what a check needs to know of them, worked out once per
+    principal (the auth cache hands out the same Principal until it looks the key up
+    again) and again when one of its budget periods ends."""
+
+    principal: Principal
+    levels: tuple[Level, ...]
+    tokens: bool
+    budgets: bool
+    until: float
+
+
+# Plans kept at most (one per principal in use); beyond, they are worked out again.
+MAX_PLANS = 4096
+
+
 def _limit(own: int | None, default: int) -> int:
     # The store's value wins; None falls back to the config's default. 0 is "no limit" either way.
     return default if own is None else own
@@ -85,6 +102,7 @@ class Limiter:
         # Requests refused, by (Verdict kind: which limit, Level kind: "API key", "user", "team"); for metrics.
         self.refused: dict[tuple[int, str], int] = {}
         self._warned_at = -WARN_EVERY_S
+        self._plans: dict[int, _Plan] = {}
 
     def _level(
         self, kind: str, id_: str, rpm: int, tpm: int, parallel: int, budget: Budget | None, out: list[Level]
@@ -108,16 +126,30 @@ class Limiter:
             self._level("team", p.team_id, rpm, tpm, parallel, p.team_budget, out)
         return tuple(out)
 
+    def _plan(self, p: Principal) -> _Plan:
+        # Keyed by identity, and the plan holds the principal, so the id cannot be reused meanwhile.
+        plan = self._plans.get(id(p))
+        if plan is None or plan.principal is not p or time.time() >= plan.until:
+            levels = self.levels(p)
+            until = min((lv.period.until for lv in levels if lv.period is not None), default=float("inf"))
+            if len(self._plans) >= MAX_PLANS:
+                self._plans.clear()
+            plan = self._plans[id(p)] = _Plan(
+                p, levels, any(lv.tpm for lv in levels), any(lv.has_budget for lv in levels), until
+            )
+        return plan
+
     async def admit(
         self, p: Principal, request: tuple[str, float], estimate: Callable[[], int]
     ) -> list[tuple[str, str]]:
         """Count the request at every level or refuse it (RateLimited); the x-ratelimit-*
         headers for its answer. `request` names it for `settle`; `estimate` is called only
         when a tokens limit applies."""
-        levels = self.levels(p)
+        plan = self._plan(p)
+        levels = plan.levels
         if not levels:
             return []
-        tokens = estimate() if any(lv.tpm for lv in levels) else 0
+        tokens = estimate() if plan.tokens else 0
         slot = self._slot_prefix + str(next(self._slots))
         try:
             verdict = await self.backend.admit(levels, tokens, slot)
@@ -139,8 +171,7 @@ class Limiter:
             if verdict.kind == BUDGET:
                 raise QuotaExceeded(quota_message(verdict, levels), headers=NO_RETRY)
             raise RateLimited(message(verdict, levels, tokens), retry_after=retry_after(verdict), headers=tuple(sent))
-        budgets = any(lv.has_budget for lv in levels)
-        self._pending.setdefault(request, []).append(Ticket(levels, verdict.windows, slot, tokens, budgets))
+        self._pending.setdefault(request, []).append(Ticket(levels, verdict.windows, slot, tokens, plan.budgets))
         return sent
 
     async def _seeded(self, levels: tuple[Level, ...], tokens: int, slot: str, verdict: Verdict) -> Verdict:

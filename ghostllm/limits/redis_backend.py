@@ -3,12 +3,12 @@
 called by SHA and loaded only when Redis says NOSCRIPT (first use, or a restarted Redis).
 
 Every call made in one event-loop tick goes out as one write on one pipelined connection
-(limits/resp.py): one round trip for the lot; settles, which nobody waits for, wait up to
-10 ms to join the next check's (unless they free a parallel slot: a client's next request
-may reach another worker). Each call has a short deadline; a Redis that fails or is slow
-raises LimitsUnavailable, and for a second after that no call is tried (the limiter's
-on_redis_error decides what the request gets), so an outage costs no request more than one
-deadline.
+(limits/resp.py): one round trip for the lot; settles, which nobody waits for (Redis is
+told not to answer them), wait up to 10 ms to join the next check's (unless they free a
+parallel slot: a client's next request may reach another worker). Each call has a short
+deadline; a Redis that fails or is slow raises LimitsUnavailable, and for a second after
+that no call is tried (the limiter's on_redis_error decides what the request gets), so an
+outage costs no request more than one deadline.
 
 Keys, under redis.prefix: `limits:<level>:<id>` a hash {w: window start ms, r: requests,
 t: tokens} that expires with its window; `limits:<level>:<id>:slots` a sorted set of the
@@ -29,12 +29,12 @@ from typing import Any
 import hiredis
 
 from ghostllm.limits.core import PARALLEL_RETRY_MS, WINDOW_MS, Level, LimitsUnavailable, Verdict
-from ghostllm.limits.resp import Arg, Endpoint, RespConnection, RespError
+from ghostllm.limits.resp import NO_REPLY, Arg, Endpoint, OnReply, RespConnection, RespError, bulk, pack
 
 log = logging.getLogger(__name__)
 
-# Few arguments on purpose: each is packed in Python, and that, not Redis, is much of what
-# a check costs the worker. So KEYS are only each level's base key; its slots
+# Few arguments on purpose: what Redis parses per call, and what the worker packs anew (the
+# rest of a call is packed once per principal, see _Shape). So KEYS are only each level's base key; its slots
 # (<base>:slots) and its spend counter (<base>:spend:<period>) are derived here (every key
 # of a request is in one script anyway, so this is no less cluster-friendly than before).
 # Each level's limits come as one argument, Level.spec: "rpm tpm parallel budget period".
@@ -50,31 +50,35 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local est, slot = tonumber(ARGV[1]), ARGV[2]
 local window, ttl, retry = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local n = #KEYS
-local rpm, tpm, par, budget, tag = {}, {}, {}, {}, {}
+local rpm, tpm, par = {}, {}, {}
 for i = 1, n do
   local a, b, c, d, e = string.match(ARGV[5 + i], '^(%S+) (%S+) (%S+) (%S+) (%S+)$')
-  rpm[i], tpm[i], par[i], budget[i], tag[i] = tonumber(a), tonumber(b), tonumber(c), tonumber(d), e
-  if budget[i] >= 0 then
+  rpm[i], tpm[i], par[i] = tonumber(a), tonumber(b), tonumber(c)
+  local budget = tonumber(d)
+  if budget >= 0 then
     local spent = redis.call('GET', KEYS[i] .. ':spend:' .. e)
     if not spent then
-      return {0, i, 5, budget[i], 0, 0, -1, 0, 0, -1, 0, 0}
+      return {0, i, 5, budget, 0, 0, -1, 0, 0, -1, 0, 0}
     end
     spent = tonumber(spent)
-    if spent >= budget[i] then
-      return {0, i, 4, budget[i], spent, 0, -1, 0, 0, -1, 0, 0}
+    if spent >= budget then
+      return {0, i, 4, budget, spent, 0, -1, 0, 0, -1, 0, 0}
     end
   end
 end
-local w, r, k = {}, {}, {}
+local w, r, k, fresh = {}, {}, {}, {}
 local fail, fkind, flimit, fused, freset = 0, 0, 0, 0, 0
 local rl, rb, rreset, tl, tb, treset = -1, 0, 0, -1, 0, 0
 for i = 1, n do
-  local h = redis.call('HMGET', KEYS[i], 'w', 'r', 't')
-  local wi = tonumber(h[1])
-  if wi == nil or now >= wi + window then
-    w[i], r[i], k[i] = now, 0, 0
-  else
-    w[i], r[i], k[i] = wi, tonumber(h[2]) or 0, tonumber(h[3]) or 0
+  w[i], r[i], k[i] = 0, 0, 0
+  if rpm[i] > 0 or tpm[i] > 0 then
+    local h = redis.call('HMGET', KEYS[i], 'w', 'r', 't')
+    local wi = tonumber(h[1])
+    if wi == nil or now >= wi + window then
+      w[i], fresh[i] = now, true
+    else
+      w[i], r[i], k[i] = wi, tonumber(h[2]) or 0, tonumber(h[3]) or 0
+    end
   end
   local reset = w[i] + window - now
   if fail == 0 then
@@ -83,10 +87,15 @@ for i = 1, n do
     elseif tpm[i] > 0 and k[i] + est > tpm[i] then
       fail, fkind, flimit, fused, freset = i, 2, tpm[i], k[i], reset
     elseif par[i] > 0 then
-      redis.call('ZREMRANGEBYSCORE', KEYS[i] .. ':slots', '-inf', now)
-      local busy = redis.call('ZCARD', KEYS[i] .. ':slots')
+      local slots = KEYS[i] .. ':slots'
+      local busy = redis.call('ZCARD', slots)
       if busy + 1 > par[i] then
-        fail, fkind, flimit, fused, freset = i, 3, par[i], busy, retry
+        -- Only now does a crashed holder's lapsed slot matter: drop those, count again.
+        redis.call('ZREMRANGEBYSCORE', slots, '-inf', now)
+        busy = redis.call('ZCARD', slots)
+        if busy + 1 > par[i] then
+          fail, fkind, flimit, fused, freset = i, 3, par[i], busy, retry
+        end
       end
     end
   end
@@ -100,34 +109,37 @@ local reply = {1, 0, 0, 0, 0, 0, rl, rb - 1, rreset, tl, tb - est, treset}
 for i = 1, n do
   if rpm[i] > 0 or tpm[i] > 0 then
     redis.call('HSET', KEYS[i], 'w', w[i], 'r', r[i] + 1, 't', k[i] + est)
-    redis.call('PEXPIREAT', KEYS[i], w[i] + window)
+    if fresh[i] then
+      redis.call('PEXPIREAT', KEYS[i], w[i] + window)
+    end
   end
   if par[i] > 0 then
-    redis.call('ZADD', KEYS[i] .. ':slots', now + ttl, slot)
-    redis.call('PEXPIRE', KEYS[i] .. ':slots', ttl)
+    local slots = KEYS[i] .. ':slots'
+    redis.call('ZADD', slots, now + ttl, slot)
+    redis.call('PEXPIRE', slots, ttl)
   end
   reply[12 + i] = w[i]
 end
 return reply
 """
 
-# KEYS as ADMIT's. ARGV: slot, token delta, cost (nano-USD), then each level's window start,
-# then each level's spec. A missing spend counter stays missing: it is read from the ledger,
-# which will hold this request's row, when next needed.
+# KEYS as ADMIT's. ARGV: slot, token delta, cost (nano-USD), then each level's window start
+# (0: not counted in a window), then each level's spec. A missing spend counter stays
+# missing: it is read from the ledger, which will hold this request's row, when next needed.
 SETTLE = """
 local slot, delta, cost = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local n = #KEYS
 for i = 1, n do
-  local _, _, par, budget, tag = string.match(ARGV[3 + n + i], '^(%S+) (%S+) (%S+) (%S+) (%S+)$')
-  if delta ~= 0 and tonumber(redis.call('HGET', KEYS[i], 'w')) == tonumber(ARGV[3 + i]) then
+  local _, tpm, par, budget, tag = string.match(ARGV[3 + n + i], '^(%S+) (%S+) (%S+) (%S+) (%S+)$')
+  if delta ~= 0 and tpm ~= '0' and tonumber(redis.call('HGET', KEYS[i], 'w')) == tonumber(ARGV[3 + i]) then
     if redis.call('HINCRBY', KEYS[i], 't', delta) < 0 then
       redis.call('HSET', KEYS[i], 't', 0)
     end
   end
-  if tonumber(par) > 0 then
+  if par ~= '0' then
     redis.call('ZREM', KEYS[i] .. ':slots', slot)
   end
-  if cost > 0 and tonumber(budget) >= 0 then
+  if cost > 0 and budget ~= '-1' then
     local spend = KEYS[i] .. ':spend:' .. tag
     if redis.call('EXISTS', spend) == 1 then
       redis.call('INCRBY', spend, cost)
@@ -161,17 +173,40 @@ START_TIMEOUT_S = 2.0
 
 
 class _Call:
-    """One script call: its command, and the future awaiting its reply (None: a settle)."""
+    """One script call, packed, and the future awaiting its reply (None: a settle, which
+    Redis is told not to answer)."""
 
-    __slots__ = ("args", "future")
+    __slots__ = ("data", "future")
 
-    def __init__(self, script: str, keys: list[str], argv: list[Arg], future: asyncio.Future[Any] | None) -> None:
-        self.args: list[Arg] = ["EVALSHA", SCRIPTS[script][1], len(keys), *keys, *argv]
+    def __init__(self, data: bytes, future: asyncio.Future[Any] | None) -> None:
+        self.data = data
         self.future = future
+
+
+class _Shape:
+    """What every call for one set of levels repeats, packed once: most of a call's bytes.
+    A principal's levels are the same tuple until its cache entry or a budget period
+    changes (Limiter), so this is packed about once per key per few seconds, not per request."""
+
+    __slots__ = ("admit", "levels", "settle", "soon", "specs")
+
+    def __init__(self, levels: tuple[Level, ...], prefix: str) -> None:
+        n = len(levels)
+        keys = b"".join(bulk(prefix + lv.key) for lv in levels)
+        self.levels = levels
+        self.admit = b"*%d\r\n" % (8 + 2 * n) + bulk("EVALSHA") + bulk(SCRIPTS["admit"][1]) + bulk(n) + keys
+        self.settle = b"*%d\r\n" % (6 + 3 * n) + bulk("EVALSHA") + bulk(SCRIPTS["settle"][1]) + bulk(n) + keys
+        self.specs = b"".join(bulk(lv.spec) for lv in levels)
+        # Freeing a parallel slot cannot wait: the client's next request may reach another worker.
+        self.soon = any(lv.parallel for lv in levels)
 
 
 def _ignore(reply: Any) -> None:
     pass
+
+
+# Shapes kept at most (one per principal in use); beyond, they are packed again.
+MAX_SHAPES = 4096
 
 
 class RedisBackend:
@@ -183,6 +218,8 @@ class RedisBackend:
         self._conn: RespConnection | None = None
         self._connecting: asyncio.Task[None] | None = None
         self._queue: list[_Call] = []
+        self._shapes: dict[int, _Shape] = {}
+        self._admit_constants = bulk(WINDOW_MS) + bulk(slot_ttl_ms) + bulk(PARALLEL_RETRY_MS)
         # Calls made while (re)connecting, written once connected.
         self._unsent: list[_Call] = []
         # Calls Redis answered NOSCRIPT (it lost the scripts): sent again after loading them.
@@ -194,17 +231,20 @@ class RedisBackend:
         self.round_trips = 0
         self.calls = 0
 
-    def _keys(self, levels: tuple[Level, ...]) -> list[str]:
-        prefix = self.prefix
-        return [prefix + lv.key for lv in levels]
+    def _shape(self, levels: tuple[Level, ...]) -> _Shape:
+        shape = self._shapes.get(id(levels))
+        if shape is None or shape.levels is not levels:
+            if len(self._shapes) >= MAX_SHAPES:
+                self._shapes.clear()
+            shape = self._shapes[id(levels)] = _Shape(levels, self.prefix)
+        return shape
 
     async def admit(self, levels: tuple[Level, ...], estimate: int, slot: str) -> Verdict:
         if time.monotonic() < self._down_until:
             raise LimitsUnavailable("Redis failed less than a second ago")
-        args: list[Arg] = [estimate, slot, WINDOW_MS, self.slot_ttl_ms, PARALLEL_RETRY_MS]
-        args += [lv.spec for lv in levels]
+        shape = self._shape(levels)
         future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
-        self._enqueue(_Call("admit", self._keys(levels), args, future))
+        self._enqueue(_Call(shape.admit + bulk(estimate) + bulk(slot) + self._admit_constants + shape.specs, future))
         try:
             reply = await future
         except asyncio.CancelledError:
@@ -227,18 +267,22 @@ class RedisBackend:
             # The slots lapse by their TTL, the estimate with its window; the cost reaches the
             # spend counter when the counter is next read from the ledger.
             return
-        args: list[Arg] = [slot, delta, cost_nano, *windows]
-        args += [lv.spec for lv in levels]
-        # Freeing a parallel slot cannot wait: the client's next request may reach another worker.
-        self._enqueue(_Call("settle", self._keys(levels), args, None), soon=any(lv.parallel for lv in levels))
+        shape = self._shape(levels)
+        # Unanswered (NO_REPLY): a reply nobody reads would cost Redis a write and the worker a
+        # wake-up. What that gives up: a settle Redis refuses (NOSCRIPT, when it lost the
+        # scripts) is not retried. The slot then lapses by its TTL, the estimate stands for
+        # its window, and the cost reaches the spend counter when the counter is next read
+        # from the ledger, just as for a settle lost with a connection.
+        data = shape.settle + bulk(slot) + bulk(delta) + bulk(cost_nano) + b"".join(map(bulk, windows)) + shape.specs
+        self._enqueue(_Call(NO_REPLY + data, None), soon=shape.soon)
 
     async def seed(self, level: Level, spent_nano: int) -> None:
         assert level.period is not None
         if time.monotonic() < self._down_until:
             raise LimitsUnavailable("Redis failed less than a second ago")
         future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
-        args: list[Arg] = [spent_nano, level.period.expires_ms()]
-        self._enqueue(_Call("seed", [self.prefix + level.spend_key], args, future))
+        args: list[Arg] = ["EVALSHA", SCRIPTS["seed"][1], 1, self.prefix + level.spend_key]
+        self._enqueue(_Call(pack([*args, spent_nano, level.period.expires_ms()]), future))
         await future
 
     def _enqueue(self, call: _Call, *, soon: bool = False) -> None:
@@ -269,8 +313,8 @@ class RedisBackend:
         self._write(conn, batch)
 
     def _write(self, conn: RespConnection, batch: list[_Call], before: list[list[Arg]] | None = None) -> None:
-        commands: list[tuple[list[Arg], Callable[[Any], None]]] = [(c, _ignore) for c in before or ()]
-        commands += [(c.args, self._on_reply(c)) for c in batch]
+        commands: list[tuple[bytes, OnReply | None]] = [(pack(c), _ignore) for c in before or ()]
+        commands += [(c.data, None if c.future is None else self._on_reply(c)) for c in batch]
         self.round_trips += 1
         self.calls += len(batch)
         try:

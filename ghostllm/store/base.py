@@ -8,9 +8,11 @@ whatever the driver.
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
+from functools import lru_cache
 from types import TracebackType
 from typing import Any, Protocol, Self
 
@@ -71,6 +73,16 @@ class Store(ABC):
         """One statement, prepared once, for every row, in one transaction (batched writes:
         the usage ledger). Far cheaper than one statement with a VALUES list per row."""
 
+    async def insert_rows(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *, conflict: str
+    ) -> None:
+        """Insert `rows` (values in `columns` order) into `table`, all or nothing; a row whose
+        `conflict` column value is already there (or earlier in `rows`) is skipped, so a batch
+        written again is counted once. Refused rows raise as `execute_many` does. Backends
+        that can load a batch more cheaply than row by row override it."""
+        if rows:
+            await self.execute_many(insert_sql(table, tuple(columns), conflict), rows)
+
     @abstractmethod
     def transaction(self) -> AbstractAsyncContextManager[Executor]:
         """Statements that commit together or not at all (a change and its audit row):
@@ -97,6 +109,26 @@ class Store(ABC):
         if not status.pending:
             return ()
         return await self._apply_pending()
+
+
+# Identifiers spliced into SQL: plain lowercase names only (our own constants), so quoting
+# them changes nothing on either backend.
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
+
+
+def identifier(name: str) -> str:
+    """`name` quoted for SQL, after checking it is a plain identifier."""
+    if not _IDENTIFIER.fullmatch(name):
+        raise ValueError(f"not a plain SQL identifier: {name!r}")
+    return f'"{name}"'
+
+
+@lru_cache(maxsize=64)
+def insert_sql(table: str, columns: tuple[str, ...], conflict: str) -> str:
+    """One row's INSERT for `Store.insert_rows` (portable `?` placeholders)."""
+    names = ", ".join(map(identifier, columns))
+    marks = ", ".join("?" * len(columns))
+    return f"INSERT INTO {identifier(table)} ({names}) VALUES ({marks}) ON CONFLICT ({identifier(conflict)}) DO NOTHING"
 
 
 def schema_newer_message(url: StoreURL, status: SchemaStatus) -> str:

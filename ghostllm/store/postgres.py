@@ -1,15 +1,20 @@
 """The production store: PostgreSQL through psycopg 3, a bounded async connection pool.
 
 Connections are in autocommit mode: a statement is its own transaction unless one is
-opened explicitly (migrations). The schema is the connection's search_path, so a
-deployment (or a test run) can use its own schema through the URL:
-`postgresql://host/db?options=-csearch_path%3Dname`.
+opened explicitly (migrations). A batch of rows (`insert_rows`: the usage ledger) is
+COPYed into a session temp table and moved into its table with one INSERT ... SELECT:
+about a third of our CPU and half the server's of a prepared INSERT per row. The schema
+is the connection's search_path, so a deployment (or a test run) can use its own schema
+through the URL: `postgresql://host/db?options=-csearch_path%3Dname`.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import psycopg
@@ -17,7 +22,7 @@ from psycopg import errors as pg_errors
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ghostllm.errors import StoreError
-from ghostllm.store.base import ConstraintViolation, DuplicateError, Store
+from ghostllm.store.base import ConstraintViolation, DuplicateError, Store, identifier
 from ghostllm.store.migrations import AppliedMigration, Migration, SchemaStatus
 from ghostllm.store.url import StoreURL
 
@@ -47,6 +52,9 @@ class PostgresStore(Store):
         super().__init__(url)
         self.min_size, self.max_size, self.timeout = min_size, max_size, connect_timeout_s
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]] | None = None
+        # The staging tables each pooled connection has (temp tables are per session):
+        # created on a connection's first batch, not checked again (see insert_rows).
+        self._staged: weakref.WeakKeyDictionary[Connection, set[str]] = weakref.WeakKeyDictionary()
 
     @property
     def pool(self) -> AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]]:
@@ -90,6 +98,32 @@ class PostgresStore(Store):
     async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         async with self.pool.connection() as conn, conn.transaction():
             await _Transaction(conn).execute_many(sql, rows)
+
+    async def insert_rows(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *, conflict: str
+    ) -> None:
+        """COPY into the connection's staging table for `table`, then one INSERT ... SELECT ...
+        ON CONFLICT DO NOTHING, in one transaction. The stage is made on the connection's
+        first batch only (CREATE ... IF NOT EXISTS each time would cost a catalog lookup and
+        a NOTICE per batch); one that is gone or lacks a column (dropped behind our back,
+        made before a migration) fails the COPY, and is then made again once."""
+        if not rows:
+            return
+        plan = _plan(table, tuple(columns), conflict)
+        async with self.pool.connection() as conn:
+            staged = self._staged.setdefault(conn, set())
+            try:
+                try:
+                    await _stage_and_insert(conn, plan, rows, create=plan.stage not in staged)
+                except _StaleStage:
+                    await _stage_and_insert(conn, plan, rows, create=True, replace=True)
+            except BaseException as exc:
+                # The transaction that made the stage may be the one rolled back: make sure next time.
+                staged.discard(plan.stage)
+                if isinstance(exc, pg_errors.IntegrityError):
+                    raise _violation(exc) from exc
+                raise
+            staged.add(plan.stage)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[_Transaction]:
@@ -137,6 +171,60 @@ async def _execute(conn: Connection, sql: str, params: Sequence[Any]) -> int:
 async def _fetch_all(conn: Connection, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
     cursor = await conn.execute(_pg(sql), tuple(params))
     return await cursor.fetchall()
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    stage: str
+    create: str
+    drop: str
+    copy: str
+    insert: str
+
+
+@lru_cache(maxsize=64)
+def _plan(table: str, columns: tuple[str, ...], conflict: str) -> _Plan:
+    """The statements of `insert_rows`. The columns are listed in both, so only they matter:
+    a stage made from an older table fails the COPY (UndefinedColumn) rather than loading
+    wrong. pg_temp.<stage>: never a permanent table of that name on the search_path."""
+    name = f"ghostllm_stage_{table}"
+    stage = f"pg_temp.{identifier(name)}"
+    names = ", ".join(map(identifier, columns))
+    return _Plan(
+        stage=name,
+        # ON COMMIT DELETE ROWS: empty after every batch; a failed one rolls back, empty too.
+        create=f"CREATE TEMP TABLE IF NOT EXISTS {identifier(name)} (LIKE {identifier(table)} INCLUDING DEFAULTS)"
+        " ON COMMIT DELETE ROWS",
+        drop=f"DROP TABLE IF EXISTS {stage}",
+        copy=f"COPY {stage} ({names}) FROM STDIN",
+        insert=f"INSERT INTO {identifier(table)} ({names}) SELECT {names} FROM {stage} "
+        f"ON CONFLICT ({identifier(conflict)}) DO NOTHING",
+    )
+
+
+class _StaleStage(Exception):
+    """The staging table is gone, or older than the columns (a COPY that could not start)."""
+
+
+async def _stage_and_insert(
+    conn: Connection, plan: _Plan, rows: Sequence[Sequence[Any]], *, create: bool, replace: bool = False
+) -> None:
+    async with conn.transaction():
+        if replace:
+            await conn.execute(plan.drop)
+        if create:
+            await conn.execute(plan.create)
+        async with conn.cursor() as cursor:
+            try:
+                async with cursor.copy(plan.copy) as copy:
+                    # Text format: psycopg's C formatter escapes tabs, newlines and backslashes.
+                    for row in rows:
+                        await copy.write_row(row)
+            except (pg_errors.UndefinedTable, pg_errors.UndefinedColumn) as exc:
+                if replace:
+                    raise
+                raise _StaleStage(str(exc)) from exc
+            await cursor.execute(plan.insert, prepare=True)
 
 
 class _Transaction:

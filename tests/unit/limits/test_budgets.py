@@ -163,3 +163,25 @@ def test_dollars_are_exact(nano: int, text: str) -> None:
 def test_budgets_in_dollars_become_exact_nano_dollars() -> None:
     assert nano_usd(0.1) == 100_000_000 and nano_usd(25.0) == 25_000_000_000 and nano_usd(None) is None
     assert nano_usd(0.000000001) == 1
+
+
+def test_a_principal_is_planned_once_and_again_when_its_period_ends(monkeypatch: pytest.MonkeyPatch) -> None:
+    limiter = Limiter(LimitsConfig(), MemoryBackend(60_000))
+    p = principal(key_budget=Budget(10**9, "daily"), rate_limit=5)
+    first = limiter._plan(p)
+    assert limiter._plan(p) is first  # the same principal: its levels are not worked out again
+    assert limiter._plan(principal(key_budget=Budget(10**9, "daily"), rate_limit=6)) is not first
+    (level,) = first.levels
+    assert level.period is not None and first.until == level.period.until
+    # Past the day's end the plan, and the spend counter it names, are the next day's.
+    later = level.period.until + 1
+
+    class Clock(datetime):
+        @classmethod
+        def now(cls, tz: object = None) -> Clock:
+            return cls.fromtimestamp(later, UTC)
+
+    monkeypatch.setattr("time.time", lambda: later)
+    monkeypatch.setattr("ghostllm.limits.periods.datetime", Clock)
+    again = limiter._plan(p)
+    assert again is not first and again.levels[0].spend_key != level.spend_key
