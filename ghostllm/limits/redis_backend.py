@@ -33,8 +33,8 @@ from ghostllm.limits.resp import NO_REPLY, Arg, Endpoint, OnReply, RespConnectio
 
 log = logging.getLogger(__name__)
 
-# Few arguments on purpose: what Redis parses per call, and what the worker packs anew (the
-# rest of a call is packed once per principal, see _Shape). So KEYS are only each level's base key; its slots
+# Few arguments on purpose: Redis parses each one per call (the worker packs most of them
+# once per principal, see _Shape). So KEYS are only each level's base key; its slots
 # (<base>:slots) and its spend counter (<base>:spend:<period>) are derived here (every key
 # of a request is in one script anyway, so this is no less cluster-friendly than before).
 # Each level's limits come as one argument, Level.spec: "rpm tpm parallel budget period".
