@@ -32,6 +32,7 @@ from ghostllm.protocol.endpoints import Endpoint
 from ghostllm.providers.factory import make_provider
 from ghostllm.routing.catalogue import Catalogue
 from ghostllm.routing.router import Router
+from tests.support.records import usage_record
 
 CALLS = 100_000
 # Requests per second one worker is assumed to settle when the push is spread over them (a
@@ -43,29 +44,18 @@ MIX = 8
 
 
 def _records() -> list[UsageRecord]:
-    base = UsageRecord(
-        request_id="r",
-        started_at=time.time(),
-        endpoint="chat.completions",
+    base = usage_record(
         model="gpt-4o",
         provider="openai",
         upstream_model="gpt-4o",
-        stream=False,
-        status=200,
-        error_code=None,
         prompt_tokens=120,
         completion_tokens=300,
-        total_tokens=420,
         cached_tokens=64,
-        reasoning_tokens=None,
-        estimated=False,
         latency_ms=812.5,
-        ttft_ms=None,
         client_ip="10.0.0.1",
         user_agent="bench",
         request_bytes=900,
         cost_nano_usd=3_300_000,
-        record_id="x",
         deployment="openai/gpt-4o",
         attempts=1,
         deployments_tried=("openai/gpt-4o",),

@@ -21,6 +21,7 @@ anywhere is an error that names its path (`server.tls.cert_fil`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 import typing
@@ -29,6 +30,7 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -386,6 +388,12 @@ class ProviderConfig:
         if self.stored_api_key:
             return self.stored_api_key
         return os.environ.get(self.api_key_env, "") if self.api_key_env else ""
+
+    @functools.cached_property
+    def address(self) -> tuple[str, int]:
+        """base_url's host and port, the scheme's default port if it names none."""
+        parts = urlsplit(self.base_url)
+        return parts.hostname or "127.0.0.1", parts.port or (443 if parts.scheme == "https" else 80)
 
 
 STRATEGIES = ("priority", "weighted", "least-latency", "least-busy", "lowest-cost")

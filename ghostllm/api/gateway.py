@@ -19,7 +19,6 @@ import os
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from importlib.metadata import version
 from typing import Any, Protocol
 
 import orjson
@@ -33,8 +32,7 @@ from ghostllm.protocol.endpoints import Endpoint
 from ghostllm.routing.catalogue import Catalogue, Model
 from ghostllm.routing.health import Check, ProviderHealth, model_providers, verdict
 from ghostllm.v1 import gateway_pb2, gateway_pb2_grpc
-
-VERSION = version("ghostllm")
+from ghostllm.version import VERSION
 
 
 class DeploymentStats(Protocol):

@@ -28,7 +28,6 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from ghostllm.config import Config
 from ghostllm.metrics import directory as metrics_directory
@@ -125,8 +124,7 @@ class Supervisor:
     def _check_upstreams(self) -> None:
         """Start the development upstream where asked, and say which local upstreams answer."""
         for p in self.config.providers:
-            url = urlsplit(p.base_url)
-            host, port = url.hostname or "127.0.0.1", url.port or (443 if url.scheme == "https" else 80)
+            host, port = p.address
             if not p.dev_upstream:
                 if p.discover_models and host in ("127.0.0.1", "localhost", "::1"):
                     state = "answering: its models are served" if port_open(host, port) else "not answering"

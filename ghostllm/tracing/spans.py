@@ -17,11 +17,9 @@ token counts, statuses and error codes, never a prompt, a completion, a key or a
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from typing import Any, Protocol, TypeVar
-from urllib.parse import urlsplit
 
 from opentelemetry import trace as otel
 from opentelemetry.context import Context
@@ -91,13 +89,6 @@ def _failed(span: Span, exc: BaseException, upstream_status: int = 0) -> None:
     span.set_attributes(attributes)
     # The type, never the message: an upstream's message may quote the prompt.
     span.set_status(Status(StatusCode.ERROR))
-
-
-@functools.lru_cache(maxsize=256)
-def _address(base_url: str) -> tuple[str, int | None]:
-    parts = urlsplit(base_url)
-    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
-    return parts.hostname or "", port
 
 
 def _stage_name(stage: object) -> str:
@@ -178,7 +169,7 @@ class RequestTrace:
     def _attempt(self, d: Deployment, call: Call) -> Span:
         """An upstream attempt's span (a recording request's)."""
         config = d.provider.config
-        host, port = _address(config.base_url)
+        host, port = config.address
         attributes: Attributes = {
             names.REQUEST_MODEL: d.upstream_model,
             names.PROVIDER: names.provider_name(config.type),

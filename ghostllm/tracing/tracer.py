@@ -6,7 +6,6 @@ SDK, which only a worker with tracing on does."""
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from urllib.parse import urlsplit
 
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -18,6 +17,7 @@ from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from ghostllm.config import TracingConfig
 from ghostllm.protocol.endpoints import Endpoint
 from ghostllm.tracing.spans import RequestTrace
+from ghostllm.version import VERSION
 
 TRACES_PATH = "/v1/traces"
 # One export's limit: a collector that does not answer delays only the export thread, and the
@@ -36,18 +36,11 @@ def traces_url(endpoint: str) -> str | None:
     return endpoint
 
 
-def _version() -> str:
-    try:
-        return version("ghostllm")
-    except PackageNotFoundError:
-        return "0"
-
-
 class Tracer:
     def __init__(self, config: TracingConfig, exporter: SpanExporter | None = None, *, batch: bool = True) -> None:
         """`exporter`: OTLP/HTTP to `config.endpoint` unless given; `batch` False exports each span
         as it ends (tests)."""
-        resource = Resource.create({"service.name": config.service_name, "service.version": _version()})
+        resource = Resource.create({"service.name": config.service_name, "service.version": VERSION})
         # The worker flushes on stop; an exit hook would flush again, unbounded.
         self.provider = TracerProvider(
             sampler=ParentBased(TraceIdRatioBased(config.sample_ratio)), resource=resource, shutdown_on_exit=False
@@ -57,7 +50,7 @@ class Tracer:
                 endpoint=traces_url(config.endpoint), headers=dict(config.headers) or None, timeout=EXPORT_TIMEOUT_S
             )
         self.provider.add_span_processor(BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter))
-        self._tracer = self.provider.get_tracer("ghostllm", _version())
+        self._tracer = self.provider.get_tracer("ghostllm", VERSION)
 
     def start(
         self, endpoint: Endpoint, started_at: float, request_id: str, traceparent: str = "", tracestate: str = ""

@@ -19,7 +19,6 @@ import openai
 import pytest
 from google.protobuf import struct_pb2
 
-from ghostllm.gateway.usage import UsageRecord
 from ghostllm.ledger import rows
 from ghostllm.store import make_store
 from ghostllm.v1 import chat_pb2, chat_pb2_grpc, openai_pb2
@@ -29,6 +28,7 @@ from tests.support.auth import ADMIN_KEY
 from tests.support.http import Reply, check_error, request
 from tests.support.postgres import migrated_schema
 from tests.support.procs import Stack, stack_config, start_stack, stop
+from tests.support.records import usage_record
 from tests.support.redis import REDIS_URL, require_redis, unique_prefix
 
 BUDGET = 0.01  # USD
@@ -82,12 +82,10 @@ def ledger_rows(stack: Stack, sql: str, params: tuple[Any, ...] = ()) -> list[tu
 def spent_before(stack: Stack, nano: int, *, key: str | None = None, user: str | None = None,
                  team: str | None = None, at: float | None = None) -> None:  # fmt: skip
     """A row in the ledger as an earlier request would have left it."""
-    record = UsageRecord(
+    record = usage_record(
         request_id=f"earlier-{uuid.uuid4().hex}", started_at=at or time.time(), endpoint="chat", model="dev-echo",
-        provider="dev", upstream_model="dev-echo", stream=False, status=200, error_code=None, prompt_tokens=1,
-        completion_tokens=1, total_tokens=2, cached_tokens=None, reasoning_tokens=None, estimated=False,
-        latency_ms=1.0, ttft_ms=None, client_ip="127.0.0.1", user_agent="test", request_bytes=10,
-        api_key_id=key, user_id=user, team_id=team, cost_nano_usd=nano, record_id=uuid.uuid4().hex,
+        provider="dev", upstream_model="dev-echo", latency_ms=1.0, user_agent="test", api_key_id=key, user_id=user,
+        team_id=team, cost_nano_usd=nano,
     )  # fmt: skip
 
     async def go() -> None:

@@ -29,6 +29,7 @@ from tests.support.auth import ADMIN_KEY
 from tests.support.http import Reply, check_error, request
 from tests.support.postgres import require_postgres, schema
 from tests.support.procs import Stack, stack_config, start_stack, stop
+from tests.support.records import usage_record
 
 PASSWORD = "correct horse battery"
 PERIOD = {"start_date": "2026-03-01", "end_date": "2026-03-03"}
@@ -57,12 +58,11 @@ def at(text: str) -> float:
 
 def record(when: str, user: str | None, key: str | None, team: str | None, model: str, provider: str,
            prompt: int, completion: int, cost: int, endpoint: str = "chat.completions") -> UsageRecord:  # fmt: skip
-    return UsageRecord(
+    return usage_record(
         request_id=f"seed-{uuid.uuid4().hex[:8]}", started_at=at(when), endpoint=endpoint, model=model,
-        provider=provider or None, upstream_model=model or None, stream=False, status=200, error_code=None,
-        prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion, cached_tokens=None,
-        reasoning_tokens=None, estimated=False, latency_ms=12.5, ttft_ms=None, client_ip="10.0.0.9", user_agent="t",
-        request_bytes=0, api_key_id=key, user_id=user, team_id=team, cost_nano_usd=cost, record_id=uuid.uuid4().hex,
+        provider=provider or None, upstream_model=model or None, prompt_tokens=prompt, completion_tokens=completion,
+        latency_ms=12.5, client_ip="10.0.0.9", user_agent="t", request_bytes=0, api_key_id=key, user_id=user,
+        team_id=team, cost_nano_usd=cost,
     )  # fmt: skip
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
@@ -24,21 +23,16 @@ from ghostllm.ledger import rows
 from ghostllm.ledger.spool import Spool
 from ghostllm.ledger.writer import Ledger
 from ghostllm.store import ConstraintViolation, Store, make_store
+from tests.support.records import usage_record
 
 MODEL = ModelConfig("m", "p", input_price_per_1m=0.15, output_price_per_1m=0.6)
 
 
 def record(i: int, **fields: object) -> UsageRecord:
-    base: dict[str, object] = {
-        "request_id": f"req-{i}", "started_at": time.time(), "endpoint": "chat.completions", "model": "m",
-        "provider": "p", "upstream_model": "m-up", "stream": bool(i % 2), "status": 200, "error_code": None,
-        "prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2, "cached_tokens": None,
-        "reasoning_tokens": None, "estimated": False, "latency_ms": 1.5, "ttft_ms": None, "client_ip": "10.0.0.1",
-        "user_agent": "ua", "request_bytes": 10, "api_key_id": None, "user_id": None, "team_id": None,
-        "cost_nano_usd": cost_nano_usd(MODEL, 1, 1), "record_id": uuid.uuid4().hex,
-    }  # fmt: skip
-    base.update(fields)
-    return UsageRecord(**base)  # type: ignore[arg-type]
+    return usage_record(**{
+        "request_id": f"req-{i}", "upstream_model": "m-up", "stream": bool(i % 2), "client_ip": "10.0.0.1",
+        "cost_nano_usd": cost_nano_usd(MODEL, 1, 1), **fields,
+    })  # fmt: skip
 
 
 async def count(store: Store) -> tuple[int, int]:

@@ -10,15 +10,11 @@ from unittest import mock
 
 from ghostllm.gateway.access_log import PIPE_BUF, AccessLog
 from ghostllm.gateway.usage import UsageRecord
+from tests.support.records import usage_record
 
 
 def record(i: int, model: str = "m") -> UsageRecord:
-    return UsageRecord(
-        request_id=f"r-{i}", started_at=1.0, endpoint="chat.completions", model=model, provider="p",
-        upstream_model="u", stream=False, status=200, error_code=None, prompt_tokens=1, completion_tokens=2,
-        total_tokens=3, cached_tokens=None, reasoning_tokens=None, estimated=False, latency_ms=1.5, ttft_ms=None,
-        client_ip="127.0.0.1", user_agent="ua", request_bytes=10,
-    )  # fmt: skip
+    return usage_record(request_id=f"r-{i}", model=model, upstream_model="u", completion_tokens=2)
 
 
 def test_lines_batched_per_loop_turn_in_whole_lines(tmp_path: Path) -> None:

@@ -12,29 +12,20 @@ from ghostllm.gateway.usage import UsageRecord
 from ghostllm.metrics.families import Families
 from ghostllm.metrics.publisher import push
 from ghostllm.metrics.tally import Tally
+from tests.support.records import usage_record
 
 KNOWN = {"gpt-4o", "dev-echo"}
-BASE = UsageRecord(
-    request_id="r",
-    started_at=1.0,
-    endpoint="chat.completions",
+BASE = usage_record(
     model="gpt-4o",
     provider="openai",
     upstream_model="gpt-4o",
-    stream=False,
-    status=200,
-    error_code=None,
     prompt_tokens=10,
     completion_tokens=20,
     total_tokens=30,
     cached_tokens=4,
     reasoning_tokens=6,
-    estimated=False,
     latency_ms=250.0,
-    ttft_ms=None,
     client_ip="10.0.0.1",
-    user_agent="ua",
-    request_bytes=0,
     cost_nano_usd=12_345,
     deployment="openai/gpt-4o",
     attempts=1,
