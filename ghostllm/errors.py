@@ -104,6 +104,20 @@ class AlreadyExists(GhostError):
     default_code = "already_exists"
 
 
+class LastAdmin(GhostError):
+    """Deleting, demoting or deactivating the last active admin user, which would leave no
+    one able to use the admin API. FAILED_PRECONDITION rather than a 400: the request is
+    well formed and becomes acceptable once the store changes (another admin exists)."""
+
+    http_status = 409
+    grpc_code = grpc.StatusCode.FAILED_PRECONDITION
+    error_type = "invalid_request_error"
+    default_code = "last_admin"
+
+    def __init__(self, email: str, *, param: str | None = None) -> None:
+        super().__init__(f"user {email} is the last active admin: make another user admin first", param=param)
+
+
 class PayloadTooLarge(GhostError):
     http_status = 413
     grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -18,8 +18,8 @@ from ghostllm.accounts.passwords import hash_password, verify_password
 from ghostllm.accounts.permissions import Permissions
 from ghostllm.accounts.records import ApiKey, AuditPage, KeyMatch, KeyState, Role, Team, User, UserPage
 from ghostllm.accounts.writes import update, write
-from ghostllm.errors import AlreadyExists, InvalidRequest, NotFound
-from ghostllm.store import DuplicateError, Store
+from ghostllm.errors import AlreadyExists, InvalidRequest, LastAdmin, NotFound
+from ghostllm.store import DuplicateError, Executor, Store
 
 
 class Unset(Enum):
@@ -43,6 +43,15 @@ def _check_page(page: int, limit: int) -> None:
 def _like(term: str) -> str:
     escaped = term.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
+
+
+def _demoting_field(changes: dict[str, Any]) -> str | None:
+    """The user update's field that would stop an active admin being one, if any."""
+    if "role" in changes and changes["role"] != Role.ADMIN.value:
+        return "role"
+    if changes.get("is_active") is False:
+        return "is_active"
+    return None
 
 
 class AccountRepository:
@@ -221,6 +230,7 @@ class AccountRepository:
         password: str | Unset = UNSET,
         actor: Actor = CLI,
     ) -> User:
+        """Refused (LastAdmin) when it would demote or deactivate the last active admin."""
         user = await self.get_user(ref)
         changes: dict[str, Any] = {}
         if username is not UNSET:
@@ -241,18 +251,40 @@ class AccountRepository:
             changes["password_hash"] = await hash_password(password, self.bcrypt_cost)
         if not changes:
             raise InvalidRequest("nothing to update")
+        demoting = _demoting_field(changes)
         async with self.store.transaction() as tx:
+            if demoting is not None:
+                await self._keep_an_admin(tx, user, param=demoting)
             await update(tx, "users", user.id, changes)
             await record(tx, actor, "user.update", "user", user.id, changes)
         return await self.get_user(user.id)
 
     async def delete_user(self, ref: str, *, actor: Actor = CLI) -> User:
-        """Their keys go with them."""
+        """Their keys go with them. Refused (LastAdmin) for the last active admin."""
         user = await self.get_user(ref)
         async with self.store.transaction() as tx:
+            await self._keep_an_admin(tx, user)
             await write(tx, "DELETE FROM users WHERE id = ?", (user.id,))
             await record(tx, actor, "user.delete", "user", user.id, {"email": user.email})
         return user
+
+    async def _keep_an_admin(self, tx: Executor, user: User, *, param: str | None = None) -> None:
+        """Refuses (LastAdmin) to take away `user`'s active admin role when no other active
+        admin would remain. Runs in the writing transaction before its first write, so a
+        refusal leaves nothing behind, and reads the rows as they are now (not as `user`
+        was read before the transaction began)."""
+        # PostgreSQL (READ COMMITTED) would let two demotions each count the other as still
+        # there: FOR UPDATE makes the second wait for the first and then re-read the rows it
+        # changed. ORDER BY: every caller locks in the same order, so two never deadlock.
+        # FOR UPDATE cannot go with COUNT(*), hence the ids. SQLite has no FOR UPDATE, and
+        # needs none: BEGIN IMMEDIATE takes the database's write lock before this runs.
+        lock = " ORDER BY id FOR UPDATE" if self.store.dialect == "postgresql" else ""
+        found = await tx.fetch_all(
+            f"SELECT id FROM users WHERE role = ? AND is_active = ?{lock}", (Role.ADMIN.value, True)
+        )
+        admins = {str(row[0]) for row in found}
+        if user.id in admins and not admins - {user.id}:
+            raise LastAdmin(user.email, param=param)
 
     # API keys
 

@@ -156,6 +156,17 @@ def test_duplicates_and_bad_arguments(cli: Any) -> None:
     assert out.returncode == 2 and "one of the arguments --user --team is required" in out.stderr
 
 
+def test_the_last_admin_is_refused_in_one_line(cli: Any) -> None:
+    cli("user", "create", "--email", "root@example.com", "--role", "admin")
+    refusal = "ghostllm: user root@example.com is the last active admin: make another user admin first"
+    for args in (("delete", "root@example.com"), ("update", "root@example.com", "--role", "user"),
+                 ("update", "root@example.com", "--inactive")):  # fmt: skip
+        out = cli("user", *args, ok=False)
+        assert (out.returncode, out.stderr.strip(), out.stdout) == (1, refusal, ""), out.stderr
+    cli("user", "create", "--email", "deputy@example.com", "--role", "admin")
+    assert "deleted user root@example.com" in cli("user", "delete", "root@example.com").stdout
+
+
 def test_refuses_a_pending_postgres_schema(tmp_path: Path, postgres_url: str) -> None:
     config = tmp_path / "pg.yaml"
     config.write_text(yaml.safe_dump({"store": {"url": postgres_url}}))
