@@ -204,6 +204,15 @@ class AuthConfig:
     store_timeout_s: float = 2.0
     # last_used_at is written in batches, at most this often per worker.
     last_used_flush_s: float = 5.0
+    # The login throttle (POST /v1/auth/login): failed logins per email and per client IP, each
+    # counted over login_window_s from its first failure. At a limit, every further attempt for
+    # that email or from that address (the right password too) gets 429 with retry-after until
+    # the window lapses, before bcrypt runs; a successful login clears its email's count. Shared
+    # in Redis when configured, else counted by each worker on its own (N workers: up to N x the
+    # limit). 0 turns a limit off; login_window_s 0 turns both off.
+    login_max_failures: int = 10
+    login_max_failures_per_ip: int = 50
+    login_window_s: float = 900.0
 
     @property
     def admin_key(self) -> str:
@@ -670,6 +679,9 @@ def _validate(config: Config) -> None:
         raise ConfigError("auth.key_cache_ttl_pushed_s: expected at least auth.key_cache_ttl_s")
     if auth.token_ttl_s < 60 or auth.store_timeout_s <= 0 or auth.last_used_flush_s <= 0:
         raise ConfigError("auth: expected token_ttl_s >= 60, store_timeout_s > 0 and last_used_flush_s > 0")
+    for name in ("login_max_failures", "login_max_failures_per_ip", "login_window_s"):
+        if getattr(auth, name) < 0:
+            raise ConfigError(f"auth.{name}: expected 0 (off) or more")
     if not 0 < config.ledger.flush_interval_s <= 60:
         raise ConfigError("ledger.flush_interval_s: expected more than 0 and at most 60")
     if config.redis.url and not config.redis.url.startswith(("redis://", "rediss://", "unix://")):

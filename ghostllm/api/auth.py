@@ -7,6 +7,7 @@ from ghostllm.accounts.repository import AccountRepository
 from ghostllm.api import admin_messages as msg
 from ghostllm.api.admin_access import admitted
 from ghostllm.api.boundary import unary
+from ghostllm.auth.login_guard import LoginGuard
 from ghostllm.auth.tokens import TokenSigner
 from ghostllm.errors import AuthenticationFailed
 from ghostllm.gateway.context import RequestContext
@@ -20,19 +21,28 @@ BAD_LOGIN = "Incorrect email or password."
 
 
 class AuthService(auth_pb2_grpc.AuthServiceServicer):
-    def __init__(self, pipeline: Pipeline, accounts: AccountRepository, signer: TokenSigner) -> None:
+    def __init__(self, pipeline: Pipeline, accounts: AccountRepository, signer: TokenSigner, guard: LoginGuard) -> None:
         self.pipeline = pipeline
         self.accounts = accounts
         self.signer = signer
+        self.guard = guard
 
     @unary
     async def Login(self, request: auth_pb2.LoginRequest, rc: RequestContext) -> auth_pb2.LoginResponse:
         # Open (no credential): through the pipeline all the same, for its record of the call.
         async with self.pipeline.exchange(rc, Endpoint.LOGIN, dict, stream=False) as ex:
             await ex.admit()
-            user = await self.accounts.check_login(request.email, request.password)
+            # Before bcrypt, inside the exchange: a refusal (429) costs no hashing and is recorded.
+            attempt = await self.guard.admit(request.email, rc.client_ip)
+            try:
+                user = await self.accounts.check_login(request.email, request.password)
+            except Exception:
+                # No verdict on the password (the store failed): no failure to count.
+                await self.guard.abandoned(attempt)
+                raise
             if user is None:
-                raise AuthenticationFailed(BAD_LOGIN)
+                raise AuthenticationFailed(BAD_LOGIN)  # counted already, when admitted
+            await self.guard.succeeded(attempt)
             return auth_pb2.LoginResponse(
                 access_token=self.signer.issue(user), token_type="bearer", expires_in=self.signer.ttl_s
             )

@@ -28,6 +28,7 @@ from ghostllm.api.models import ModelService
 from ghostllm.api.rawbody import decode_http_body
 from ghostllm.api.rest import RestBridge
 from ghostllm.api.usage import UsageService
+from ghostllm.auth.login_guard import login_guard
 from ghostllm.auth.tokens import TokenSigner
 from ghostllm.config import Config
 from ghostllm.gateway.pipeline import Pipeline
@@ -128,7 +129,8 @@ SERVICES: tuple[Service, ...] = (
     ),
     Service(
         _service(auth_pb2.DESCRIPTOR, "AuthService"),
-        lambda d: AuthService(d.pipeline, d.accounts, d.signer),
+        # The login throttle's counters: in Redis when configured, else in this worker.
+        lambda d: AuthService(d.pipeline, d.accounts, d.signer, login_guard(d.config)),
         public=True,
         rest=True,
     ),

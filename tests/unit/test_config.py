@@ -98,6 +98,8 @@ def test_unknown_key_is_named_with_its_path(raw: dict[str, object], path: str) -
             r"providers\[0\].headers: expected a mapping",
         ),
         ({"server": {"access_log": ""}}, "server.access_log"),
+        ({"auth": {"login_max_failures": -1}}, r"auth\.login_max_failures: expected 0 \(off\) or more"),
+        ({"auth": {"login_window_s": -5}}, r"auth\.login_window_s: expected 0"),
     ],
 )
 def test_type_errors_name_the_value(raw: dict[str, object], message: str) -> None:
