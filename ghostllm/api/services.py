@@ -28,7 +28,7 @@ from ghostllm.api.models import ModelService
 from ghostllm.api.rawbody import decode_http_body
 from ghostllm.api.rest import RestBridge
 from ghostllm.api.usage import UsageService
-from ghostllm.auth.login_guard import login_guard
+from ghostllm.auth.login_guard import LoginGuard, MemoryBackend
 from ghostllm.auth.tokens import TokenSigner
 from ghostllm.config import Config
 from ghostllm.gateway.pipeline import Pipeline
@@ -70,6 +70,8 @@ class Deps:
     router: Router | None = None
     # model: "auto"'s choice, for the model listing (None: routing.auto is off).
     auto: Auto | None = None
+    # The login throttle (the worker's: it closes it); by default one of this process's own.
+    login_guard: LoginGuard | None = None
 
 
 @dataclass(frozen=True)
@@ -129,8 +131,9 @@ SERVICES: tuple[Service, ...] = (
     ),
     Service(
         _service(auth_pb2.DESCRIPTOR, "AuthService"),
-        # The login throttle's counters: in Redis when configured, else in this worker.
-        lambda d: AuthService(d.pipeline, d.accounts, d.signer, login_guard(d.config)),
+        lambda d: AuthService(
+            d.pipeline, d.accounts, d.signer, d.login_guard or LoginGuard(d.config.auth, MemoryBackend())
+        ),
         public=True,
         rest=True,
     ),

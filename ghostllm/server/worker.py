@@ -27,6 +27,7 @@ from ghostllm.accounts.repository import AccountRepository
 from ghostllm.api.services import PUBLIC_NAMES, Deps, register
 from ghostllm.auth.authenticator import Authenticator
 from ghostllm.auth.last_used import LastUsed
+from ghostllm.auth.login_guard import login_guard
 from ghostllm.auth.tokens import TokenSigner, load_secret
 from ghostllm.cluster.changes import ACCOUNTS, CATALOGUE, ChangeFeed
 from ghostllm.config import Config, ProviderConfig
@@ -151,6 +152,8 @@ class Worker:
         auth = config.auth
         self.signer = TokenSigner(load_secret(auth.jwt_secret, config.server.data_dir), auth.token_ttl_s)
         self.last_used = LastUsed(self.accounts, auth.last_used_flush_s)
+        # Failed logins: counted in Redis when configured (its connection made on the first login).
+        self.login_guard = login_guard(config)
         self.authenticator = Authenticator(self.accounts, auth, self.signer, self.last_used)
         self.catalogue_sync = CatalogueSync(config, self.store, self.live, discovered=discovered)
         self.feed = ChangeFeed(config.redis) if config.redis.url else None
@@ -234,6 +237,7 @@ class Worker:
             self.config,
             self.router,
             self.auto,
+            self.login_guard,
         )
         register(s, deps)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, s)
@@ -267,6 +271,7 @@ class Worker:
                 if self.feed is not None:
                     await self.feed.close()
                 await self.limiter.close()
+                await self.login_guard.close()
                 await self.store.close()
                 if self.tracer is not None:
                     # Every request has settled: the last spans are exported (bounded), off the loop.
