@@ -52,6 +52,17 @@ def _floats(vector: Any) -> list[float]:
     raise ProviderError("provider returned an embedding that is neither a list nor base64")
 
 
+def as_base64(reply: Json) -> Json:
+    """`reply` with every vector that came back as floats packed as OpenAI's base64 (float32,
+    little-endian): what a client that asked encoding_format "base64" expects from an
+    upstream (Gemini, Ollama) that only answers floats. A vector already base64 is kept."""
+    for item in reply.get("data") or ():
+        vector = item.get("embedding") if isinstance(item, dict) else None
+        if isinstance(vector, list):
+            item["embedding"] = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+    return reply
+
+
 def embedding_response_to_proto(d: dict[str, Any]) -> embeddings_pb2.EmbeddingResponse:
     usage = d.get("usage") or {}
     out = embeddings_pb2.EmbeddingResponse(

@@ -405,8 +405,7 @@ class GeminiTranslator(Translator):
     def reply(self, endpoint: Endpoint, raw: bytes) -> Reply:
         data = json_object(self.id, raw)
         if endpoint is Endpoint.EMBEDDINGS:
-            # Floats whatever encoding_format said: the answer has no link to the request
-            # here, and the openai SDK (which asks base64 by default) takes either.
+            # Floats: the provider packs them as base64 when the request asked (providers/http.py).
             return embeddings_reply(self.id, data)
         return chat_reply(self.id, data, secrets.token_hex(6))
 

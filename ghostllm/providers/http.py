@@ -7,6 +7,7 @@ from contextlib import aclosing
 
 from ghostllm.config import DeploymentConfig, ProviderConfig
 from ghostllm.errors import GhostError, ProviderError
+from ghostllm.protocol.embeddings import as_base64
 from ghostllm.protocol.endpoints import Endpoint
 from ghostllm.providers.base import Call, Json, Provider, Reply, StreamBatch
 from ghostllm.providers.translator import Translator
@@ -40,7 +41,11 @@ class HTTPProvider(Provider):
     async def complete(self, endpoint: Endpoint, body: Json, model: str, call: Call) -> Reply:
         t = self.translator
         req = t.request(endpoint, body, model, stream=False, entry=call.entry)
-        return t.reply(endpoint, await self.transport.post(req.path, req.body, call, t.error))
+        reply = t.reply(endpoint, await self.transport.post(req.path, req.body, call, t.error))
+        if endpoint is Endpoint.EMBEDDINGS and body.get("encoding_format") == "base64":
+            # Upstreams with floats only: packed as asked (an OpenAI upstream's base64 stays as it came).
+            as_base64(reply.data)
+        return reply
 
     async def stream(self, endpoint: Endpoint, body: Json, model: str, call: Call) -> AsyncGenerator[StreamBatch]:
         t = self.translator

@@ -256,8 +256,7 @@ class OllamaTranslator(Translator):
         return Reply(out, usage)
 
     def _embeddings(self, data: Json) -> Reply:
-        # Floats whatever encoding_format asked: a reply is not told its request (the openai
-        # SDK, which asks base64 by default, takes floats as they come).
+        # Floats: the provider packs them as base64 when the request asked (providers/http.py).
         vectors = data.get("embeddings")
         if not isinstance(vectors, list) or not all(isinstance(v, list) for v in vectors):
             raise malformed(self.id, "'embeddings' is not a list of vectors")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -269,6 +270,21 @@ def test_embeddings(client: openai.OpenAI, emu: Upstream) -> None:
     sent = last_sent(emu)
     assert sent["path"] == "/v1beta/models/gemini-embedding:batchEmbedContents"
     assert [r["content"]["parts"][0]["text"] for r in sent["body"]["requests"]] == ["hello", "world"]
+
+
+def test_embeddings_in_base64_when_asked(client: openai.OpenAI) -> None:
+    """Gemini answers floats; a client that names base64 gets OpenAI's packing of them (the SDK
+    decodes only when it chose base64 itself, so here it hands the string over as it came)."""
+    floats = client.embeddings.create(model="gemini-embedding", input="hello", encoding_format="float")
+    packed = client.embeddings.create(model="gemini-embedding", input="hello", encoding_format="base64")
+    text = packed.data[0].embedding
+    assert isinstance(text, str)
+    raw = base64.b64decode(text)
+    assert list(struct.unpack(f"<{len(raw) // 4}f", raw)) == pytest.approx(floats.data[0].embedding, rel=1e-6)
+    # Not naming it: the SDK asks base64 and decodes it, floats again.
+    assert client.embeddings.create(model="gemini-embedding", input="hello").data[0].embedding == pytest.approx(
+        floats.data[0].embedding, rel=1e-6
+    )
 
 
 @pytest.mark.parametrize(

@@ -4,9 +4,11 @@ are checked: what the client got, and what the emulator received (/_emulator/req
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import openai
 import pytest
@@ -152,6 +154,12 @@ def test_embeddings_and_completions(gw: Gateway) -> None:
     assert [d.index for d in e.data] == [0, 1] and all(len(d.embedding) == 8 for d in e.data)
     assert e.usage.prompt_tokens == 3
     assert last_chat(gw)["body"] == {"model": "ollama-embed", "input": ["a b", "c"]}
+    # Ollama answers floats: packed as OpenAI's base64 for a client that names it.
+    plain = gw.sdk.embeddings.create(model=gw.model("embed"), input=["a b", "c"], encoding_format="float")
+    packed = gw.sdk.embeddings.create(model=gw.model("embed"), input=["a b", "c"], encoding_format="base64")
+    for floats, item in zip(plain.data, packed.data, strict=True):
+        raw = base64.b64decode(cast(str, item.embedding))
+        assert list(struct.unpack(f"<{len(raw) // 4}f", raw)) == pytest.approx(floats.embedding, rel=1e-6)
     c = gw.sdk.completions.create(model=gw.model("chat"), prompt="once upon", max_tokens=4)
     assert c.choices[0].text == "You said: once upon" and c.usage is not None and c.usage.completion_tokens == 4
     assert last_chat(gw)["path"] == "/api/generate"

@@ -3,6 +3,9 @@ upstream JSON to typed replies."""
 
 from __future__ import annotations
 
+import base64
+import struct
+
 import pytest
 from google.protobuf import json_format
 
@@ -15,6 +18,7 @@ from ghostllm.protocol.chat import (
 )
 from ghostllm.protocol.common import Json, from_upstream, parse_json_body
 from ghostllm.protocol.embeddings import (
+    as_base64,
     check_embedding_request,
     embedding_request_from_proto,
     embedding_response_to_proto,
@@ -148,3 +152,14 @@ def test_extra_parameters_become_top_level_fields() -> None:
 def test_rest_json_is_strict(raw: bytes) -> None:
     with pytest.raises(InvalidRequest):
         parse_json_body(raw)
+
+
+def test_float_vectors_packed_as_base64_as_openai_does() -> None:
+    vector = [0.5, -1.25, 3.0]
+    reply = {"data": [{"index": 0, "embedding": vector}, {"index": 1, "embedding": "AAAAPw=="}]}
+    packed = as_base64(reply)["data"]
+    raw = base64.b64decode(packed[0]["embedding"])
+    assert struct.unpack("<3f", raw) == (0.5, -1.25, 3.0)  # float32, little-endian
+    assert packed[1]["embedding"] == "AAAAPw=="  # already base64: kept
+    # What the typed reply decodes, the same vector back.
+    assert list(embedding_response_to_proto({"data": packed[:1]}).data[0].embedding) == vector
