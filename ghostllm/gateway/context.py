@@ -30,6 +30,7 @@ class RequestContext:
     # The caller's W3C trace context, when it sent a valid one (ghostllm/tracing/w3c.py).
     traceparent: str = ""
     tracestate: str = ""
-    # Time spent waiting on upstreams so far, set by the exchange when its answer starts and when
-    # it settles: the boundary reports the rest of the call's time as the gateway's own overhead.
+    # Time spent waiting on upstreams so far, added up by the exchange as each stretch of an
+    # attempt ends (a stream's clock stops while a batch is relayed, so the first chunk leaves
+    # with its own share counted): the boundary reports the rest as the gateway's own overhead.
     upstream_s: float = 0.0

@@ -101,7 +101,6 @@ class Exchange:
         "stream",
         "trace",
         "tried",
-        "upstream_s",
         "usage",
     )
 
@@ -136,9 +135,8 @@ class Exchange:
         self.served: Model | None = None
         self.attempts = 0
         self.tried: list[str] = []
-        # Seconds spent in upstream attempts, added up (what the gateway itself adds is the rest);
-        # a stream's clock stops while each of its batches is relayed.
-        self.upstream_s = 0.0
+        # When the running attempt's clock (re)started; None: no clock running. Each stretch is
+        # added to ctx.upstream_s as it ends (a stream's clock stops while each batch is relayed).
         self._attempt_started: float | None = None
         self._deadline = 0.0
         self._last_error: GhostError | None = None
@@ -159,9 +157,10 @@ class Exchange:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self.attempts:
-            # What the boundary leaves out of the overhead it reports for the whole call.
-            self.ctx.upstream_s = self.upstream_seconds(time.monotonic())
+        if self._attempt_started is not None:
+            # A stream whose client went away settles before its relay generator is closed (and
+            # its attempt ended): its time so far counts, once.
+            self._upstream_time(self._attempt_started)
         self.settle(self, exc)
 
     # ------------------------------------------------------------------ admit
@@ -211,9 +210,6 @@ class Exchange:
     def _served(self, model: Model, d: Deployment) -> None:
         self.served = model
         self.ctx.response_headers.append((DEPLOYMENT_HEADER, d.key))
-        # The answer starts leaving: what the overhead sent with it leaves out (the clock of a
-        # stream's attempt is stopped while its batch is relayed).
-        self.ctx.upstream_s = self.upstream_s
 
     def _upstream_time(self, started: float) -> float:
         """An attempt ended: its time (the router's sample), which counts as upstream time except
@@ -221,15 +217,9 @@ class Exchange:
         now = time.monotonic()
         resumed = self._attempt_started
         if resumed is not None:
-            self.upstream_s += now - resumed
+            self.ctx.upstream_s += now - resumed
         self._attempt_started = None
         return now - started
-
-    def upstream_seconds(self, now: float) -> float:
-        """`upstream_s` with the attempt still in progress, if any: a stream whose client went
-        away is settled before its relay generator is closed (and its attempt ended)."""
-        started = self._attempt_started
-        return self.upstream_s + (now - started if started is not None else 0.0)
 
     def _release(self, st: DeploymentState | None) -> None:
         if st is not None and self.router is not None:
@@ -303,7 +293,7 @@ class Exchange:
         body, plan = self._plan()
         endpoint, call, trace = self.endpoint, self.call, self.trace
         include_usage = self.include_usage
-        router = self.router
+        router, ctx = self.router, self.ctx
         clock = time.monotonic
         for model, d in plan:
             model_id = model.id
@@ -336,7 +326,7 @@ class Exchange:
                                 self.first_output_at = time.monotonic()
                             if out or batch.done:
                                 # Relaying is the gateway's time: the upstream clock stops until the next read.
-                                self.upstream_s += clock() - resumed
+                                ctx.upstream_s += clock() - resumed
                                 self._attempt_started = None
                                 if not relayed:
                                     # Before the first chunk leaves: the headers go with it.

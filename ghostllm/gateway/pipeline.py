@@ -165,7 +165,7 @@ class Pipeline:
             deployment=d.key if d is not None and ex.attempts else None,
             attempts=ex.attempts,
             deployments_tried=tuple(ex.tried),
-            upstream_ms=round(ex.upstream_seconds(now) * 1000, 3) if ex.attempts else None,
+            upstream_ms=round(ex.ctx.upstream_s * 1000, 3) if ex.attempts else None,
             trace_id=trace_id,
             span_id=span_id,
         )
