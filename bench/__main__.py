@@ -512,7 +512,14 @@ def run(args: argparse.Namespace) -> int:
                 parts.append(("analytics", lambda: analytics(tmp, fast.port)))
             if not args.skip_adapters:
                 # Last: its own stack (and key) beside this one.
-                parts.append(("adapters", lambda: adapters(tmp, args.workers, fast, d.latency_s, d.stream_warmup_s)))
+                parts.append(
+                    (
+                        "adapters",
+                        lambda: adapters(
+                            tmp, args.workers, fast, d.latency_s, d.stream_warmup_s, 1 if args.quick else 3
+                        ),
+                    )
+                )
             rss_start = cpu.all_rss_mb(stack.gateway_pids)
             for name, part in parts:
                 try:
