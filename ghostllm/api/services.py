@@ -28,7 +28,7 @@ from ghostllm.api.models import ModelService
 from ghostllm.api.rawbody import decode_http_body
 from ghostllm.api.rest import RestBridge
 from ghostllm.api.usage import UsageService
-from ghostllm.auth.login_guard import LoginGuard, MemoryBackend
+from ghostllm.auth.login_guard import LoginGuard
 from ghostllm.auth.tokens import TokenSigner
 from ghostllm.config import Config
 from ghostllm.gateway.pipeline import Pipeline
@@ -66,12 +66,12 @@ class Deps:
     changed: Callable[[str], Awaitable[None]]
     # For what the admin API needs from it (where the key that encrypts provider keys is).
     config: Config
+    # The login throttle (the worker's, which closes it on shutdown).
+    login_guard: LoginGuard
     # Per-deployment routing state, for GET /status (None: not shown).
     router: Router | None = None
     # model: "auto"'s choice, for the model listing (None: routing.auto is off).
     auto: Auto | None = None
-    # The login throttle (the worker's: it closes it); by default one of this process's own.
-    login_guard: LoginGuard | None = None
 
 
 @dataclass(frozen=True)
@@ -131,9 +131,7 @@ SERVICES: tuple[Service, ...] = (
     ),
     Service(
         _service(auth_pb2.DESCRIPTOR, "AuthService"),
-        lambda d: AuthService(
-            d.pipeline, d.accounts, d.signer, d.login_guard or LoginGuard(d.config.auth, MemoryBackend())
-        ),
+        lambda d: AuthService(d.pipeline, d.accounts, d.signer, d.login_guard),
         public=True,
         rest=True,
     ),

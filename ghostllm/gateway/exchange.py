@@ -157,10 +157,10 @@ class Exchange:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        # A stream whose client went away settles before its relay generator is closed (and its
+        # attempt ended): its time so far counts, once.
         if self._attempt_started is not None:
-            # A stream whose client went away settles before its relay generator is closed (and
-            # its attempt ended): its time so far counts, once.
-            self._upstream_time(self._attempt_started)
+            self._stop_clock()
         self.settle(self, exc)
 
     # ------------------------------------------------------------------ admit
@@ -211,15 +211,19 @@ class Exchange:
         self.served = model
         self.ctx.response_headers.append((DEPLOYMENT_HEADER, d.key))
 
-    def _upstream_time(self, started: float) -> float:
-        """An attempt ended: its time (the router's sample), which counts as upstream time except
-        while a stream's batches were being relayed (and the backoff after it)."""
+    def _stop_clock(self) -> float:
+        """The running stretch of an attempt, if any, added to the upstream time; now."""
         now = time.monotonic()
         resumed = self._attempt_started
         if resumed is not None:
             self.ctx.upstream_s += now - resumed
-        self._attempt_started = None
-        return now - started
+            self._attempt_started = None
+        return now
+
+    def _upstream_time(self, started: float) -> float:
+        """An attempt ended: its time (the router's sample), which counts as upstream time except
+        while a stream's batches were being relayed (and the backoff after it)."""
+        return self._stop_clock() - started
 
     def _release(self, st: DeploymentState | None) -> None:
         if st is not None and self.router is not None:

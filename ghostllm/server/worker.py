@@ -235,9 +235,9 @@ class Worker:
             self.signer,
             self.changed,
             self.config,
+            self.login_guard,
             self.router,
             self.auto,
-            self.login_guard,
         )
         register(s, deps)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, s)
